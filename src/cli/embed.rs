@@ -1,0 +1,113 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::data::{InputType, PreNormalized, PreprocessOptions, TargetResolution};
+use crate::io::MatrixChoice;
+use crate::steps::embed::{embed, EmbedOptions, GeneEmbedding, Mode, Pool};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+scfoundation embed --input cells.h5ad --model models.ckpt --output cells.emb.h5ad\n  \
+scfoundation embed --input cells.csv --model models.ckpt --output emb.npy --tgthighres f1 --key rde\n  \
+scfoundation embed --input cells.h5ad --model models.ckpt --output genes.h5ad --mode gene --gene-embedding mean")]
+pub struct EmbedArgs {
+    /// Cells x genes input: .h5ad (X, a layer or raw/X), .csv/.tsv (first column cell ids, header gene
+    /// symbols) or .npy (exactly 19,264 columns in scFoundation gene order).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Weights: a reference models.ckpt, a .safetensors file, or a directory from `scfoundation convert`.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Refuse to run unless the weights file has this sha256.
+    #[arg(long, value_name = "HEX")]
+    pub model_sha256: Option<String>,
+    /// Output .h5ad (obs copied, results in obsm/X/varm, provenance in uns['scfoundation']) or .npy.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// cell: pooled encoder embedding per cell; gene: decoder embedding of every gene in every cell;
+    /// expression: predicted expression of all 19,264 genes.
+    #[arg(long, value_enum, default_value = "cell")]
+    pub mode: Mode,
+    /// Cell pooling: all = [S, T, max, mean] (4 x width), max = max over all tokens.
+    #[arg(long, value_enum, default_value = "all")]
+    pub pool: Pool,
+    /// Gene mode output: full (cells x genes x width) or mean over cells (genes x width, h5ad varm).
+    #[arg(long, value_enum, default_value = "full")]
+    pub gene_embedding: GeneEmbedding,
+    /// Target resolution token T: tX sets T=X, fX sets T=log10(total*X), aX sets T=log10(total)+X.
+    #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
+    pub tgthighres: TargetResolution,
+    /// F: raw counts (normalised here); T: already normalised; A: normalised with the total count as the last column.
+    #[arg(long, value_enum, default_value = "F", ignore_case = true)]
+    pub pre_normalized: PreNormalized,
+    /// singlecell, or bulk (raw counts normalised to the file's median total, T = S = log10 sum).
+    #[arg(long, value_enum, default_value = "singlecell")]
+    pub input_type: InputType,
+    /// Checkpoint entry: cell, rde (read-depth enhancement) or gene. Default: cell for --mode cell,
+    /// gene otherwise. The reference's --version ce|rde is --key cell|rde.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Cells per forward pass. Results do not depend on it (cells are sorted by length to limit padding).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
+    #[arg(long, default_value_t = 0.2)]
+    pub min_mapped: f64,
+    /// h5ad: read this layer instead of X.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// h5ad: read raw/X (and raw/var names) instead of X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// h5ad: var column holding gene symbols (default: var names).
+    #[arg(long)]
+    pub gene_column: Option<String>,
+    /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+pub fn run(a: EmbedArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.min_mapped) {
+        anyhow::bail!("--min-mapped must be between 0 and 1, got {}", a.min_mapped);
+    }
+    let key = a
+        .key
+        .clone()
+        .unwrap_or_else(|| EmbedOptions::default_key(a.mode).to_string());
+    let device = crate::device::parse(&a.device)?;
+    crate::io::Format::of_output(&a.output)?;
+    let model = crate::weights::resolve_path(&a.model, &key, a.model_sha256.as_deref())?;
+    let opts = EmbedOptions {
+        mode: a.mode,
+        pool: a.pool,
+        gene_embedding: a.gene_embedding,
+        preprocess: PreprocessOptions {
+            input_type: a.input_type,
+            pre_normalized: a.pre_normalized,
+            tgthighres: a.tgthighres,
+        },
+        key,
+        batch_size: a.batch_size,
+        min_mapped: a.min_mapped,
+        matrix: MatrixChoice {
+            layer: a.layer,
+            use_raw: a.use_raw,
+            gene_column: a.gene_column,
+        },
+    };
+    let summary = embed(&a.input, &model, &a.output, &opts, &device)?;
+    log::info!(
+        "{}: {} cells, output shape {:?}",
+        a.output.display(),
+        summary.n_cells,
+        summary.output_shape
+    );
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Command-line interface: the one contract every Nextflow module and Galaxy tool wraps.
+
+pub mod convert;
+pub mod embed;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scfoundation",
+    version,
+    about = "Run the scFoundation single-cell foundation model: cell and gene embeddings, read-depth enhancement",
+    long_about = "Run the scFoundation single-cell foundation model (Hao et al., Nature Methods 21:1481, 2024; \
+doi:10.1038/s41592-024-02305-7) on CPU or an NVIDIA GPU. Inputs are AnnData .h5ad, CSV or .npy; outputs are \
+.h5ad (embeddings in obsm, provenance in uns['scfoundation']) or .npy in the reference layout.\n\n\
+Logging: set RUST_LOG=info (or debug) for details on stderr."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed cells (cell mode), genes in their cellular context (gene mode), or predict expression.
+    Embed(embed::EmbedArgs),
+    /// Convert a reference models.ckpt into per-entry safetensors files plus config JSON.
+    Convert(convert::ConvertArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Embed(a) => embed::run(a),
+        Command::Convert(a) => convert::run(a),
+    }
+}

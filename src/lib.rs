@@ -1,0 +1,11 @@
+//! scfoundation: the scFoundation single-cell foundation model in Rust, as reproducible workflow steps.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod io;
+pub mod model;
+pub mod progress;
+pub mod provenance;
+pub mod steps;
+pub mod weights;

@@ -1,0 +1,56 @@
+//! Auto-discretization value embedding: a scalar expression value becomes a soft mixture of learned bins.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use super::config::ModelConfig;
+
+pub struct AutoDiscretizationEmbedding {
+    mlp: Linear,
+    mlp2: Linear,
+    emb: Tensor,
+    emb_mask: Tensor,
+    emb_pad: Tensor,
+    bin_alpha: f64,
+    mask_value: f64,
+    pad_value: f64,
+}
+
+impl AutoDiscretizationEmbedding {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let bins = cfg.bin_num;
+        let dim = cfg.encoder.hidden_dim;
+        Ok(Self {
+            mlp: candle_nn::linear(1, bins, vb.pp("mlp"))?,
+            mlp2: candle_nn::linear(bins, bins, vb.pp("mlp2"))?,
+            emb: vb.pp("emb").get((bins, dim), "weight")?,
+            emb_mask: vb.pp("emb_mask").get((1, dim), "weight")?,
+            emb_pad: vb.pp("emb_pad").get((1, dim), "weight")?,
+            bin_alpha: cfg.bin_alpha,
+            mask_value: cfg.mask_token_id as f64,
+            pad_value: cfg.pad_token_id as f64,
+        })
+    }
+
+    /// `values`: [B, N] f32 → [B, N, D].
+    pub fn forward(&self, values: &Tensor) -> Result<Tensor> {
+        let v = values.unsqueeze(D::Minus1)?;
+        let h = candle_nn::ops::leaky_relu(&self.mlp.forward(&v)?, 0.1)?;
+        let z = ((&h * self.bin_alpha)? + self.mlp2.forward(&h)?)?;
+        let w = candle_nn::ops::softmax_last_dim(&z)?;
+        let e = w.broadcast_matmul(&self.emb)?;
+        // The reference overwrites positions holding the literal mask/pad token values.
+        let e = replace_where(&e, values, self.mask_value, &self.emb_mask)?;
+        replace_where(&e, values, self.pad_value, &self.emb_pad)
+    }
+}
+
+fn replace_where(e: &Tensor, values: &Tensor, token: f64, row: &Tensor) -> Result<Tensor> {
+    let hit = values.eq(token)?;
+    if hit.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? == 0.0 {
+        return Ok(e.clone());
+    }
+    let hit = hit.unsqueeze(D::Minus1)?.broadcast_as(e.shape())?;
+    let row = row.reshape((1, 1, ()))?.broadcast_as(e.shape())?;
+    hit.where_cond(&row, e)
+}

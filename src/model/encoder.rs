@@ -1,0 +1,131 @@
+//! The encoder: PyTorch `nn.TransformerEncoderLayer` stack (post-LN, ReLU FFN, 4x width) plus a final LayerNorm.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::config::ModelConfig;
+
+const LN_EPS: f64 = 1e-5;
+/// Attention scores computed at once, at most (64M floats = 256 MB).
+const ATTN_BLOCK_ELEMS: usize = 64 << 20;
+
+pub(crate) fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(dim, LN_EPS, vb)
+}
+
+struct SelfAttention {
+    in_proj_weight: Tensor,
+    in_proj_bias: Tensor,
+    out_proj: Linear,
+    heads: usize,
+    dim: usize,
+}
+
+impl SelfAttention {
+    fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            in_proj_weight: vb.get((3 * dim, dim), "in_proj_weight")?,
+            in_proj_bias: vb.get(3 * dim, "in_proj_bias")?,
+            out_proj: candle_nn::linear(dim, dim, vb.pp("out_proj"))?,
+            heads,
+            dim,
+        })
+    }
+
+    /// `mask`: additive [B, 1, 1, L] (0 or -inf) for padded keys.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let hd = self.dim / self.heads;
+        let qkv = x
+            .broadcast_matmul(&self.in_proj_weight.t()?)?
+            .broadcast_add(&self.in_proj_bias)?;
+        let split = |i: usize| -> Result<Tensor> {
+            qkv.narrow(D::Minus1, i * self.dim, self.dim)?
+                .reshape((b, l, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let q = (q * (hd as f64).powf(-0.5))?;
+        let kt = k.t()?;
+        // Score rows are independent, so long sequences are done in query blocks to bound memory
+        // (a 6,000-gene cell would otherwise need B x heads x 36M floats at once).
+        let rows = (ATTN_BLOCK_ELEMS / (b * self.heads * l).max(1)).max(1);
+        let mut outs = Vec::with_capacity(l.div_ceil(rows));
+        let mut start = 0;
+        while start < l {
+            let n = rows.min(l - start);
+            let qb = if n == l {
+                q.clone()
+            } else {
+                q.narrow(2, start, n)?
+            };
+            let mut scores = qb.matmul(&kt)?;
+            if let Some(m) = mask {
+                scores = scores.broadcast_add(m)?;
+            }
+            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            outs.push(p.matmul(&v)?);
+            start += n;
+        }
+        let o = if outs.len() == 1 {
+            outs.pop().expect("one block")
+        } else {
+            Tensor::cat(&outs, 2)?
+        };
+        let o = o.transpose(1, 2)?.reshape((b, l, self.dim))?;
+        self.out_proj.forward(&o)
+    }
+}
+
+struct EncoderLayer {
+    attn: SelfAttention,
+    linear1: Linear,
+    linear2: Linear,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            attn: SelfAttention::load(vb.pp("self_attn"), dim, heads)?,
+            linear1: candle_nn::linear(dim, 4 * dim, vb.pp("linear1"))?,
+            linear2: candle_nn::linear(4 * dim, dim, vb.pp("linear2"))?,
+            norm1: layer_norm(dim, vb.pp("norm1"))?,
+            norm2: layer_norm(dim, vb.pp("norm2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.norm1.forward(&(x + self.attn.forward(x, mask)?)?)?;
+        let ff = self.linear2.forward(&self.linear1.forward(&x)?.relu()?)?;
+        self.norm2.forward(&(x + ff)?)
+    }
+}
+
+pub struct TransformerEncoder {
+    layers: Vec<EncoderLayer>,
+    norm: LayerNorm,
+}
+
+impl TransformerEncoder {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let dim = cfg.encoder.hidden_dim;
+        let layers = (0..cfg.encoder.depth)
+            .map(|i| EncoderLayer::load(vb.pp("transformer_encoder").pp(i), dim, cfg.encoder.heads))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            norm: layer_norm(dim, vb.pp("norm"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, mask)?;
+        }
+        self.norm.forward(&x)
+    }
+}

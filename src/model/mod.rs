@@ -1,0 +1,13 @@
+//! The scFoundation network (`MaeAutobin`) as plain candle structs; no file formats here except the
+//! checkpoint readers in `checkpoint`.
+
+pub mod checkpoint;
+pub mod config;
+pub mod embedding;
+pub mod encoder;
+pub mod mae;
+pub mod performer;
+
+pub use checkpoint::{load_entry, CheckpointEntry};
+pub use config::ModelConfig;
+pub use mae::{encoder_batch, EncoderBatch, MaeAutobin};

@@ -1,0 +1,4 @@
+//! Workflow steps as library functions; the CLI calls exactly these.
+
+pub mod convert;
+pub mod embed;
