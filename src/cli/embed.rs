@@ -17,9 +17,10 @@ pub struct EmbedArgs {
     /// symbols) or .npy (exactly 19,264 columns in scFoundation gene order).
     #[arg(long, short = 'i')]
     pub input: PathBuf,
-    /// Weights: a reference models.ckpt, a .safetensors file, or a directory from `scfoundation convert`.
+    /// Weights: NAME@VERSION from the registry (cached, fetched unless --offline), or a path to a
+    /// reference models.ckpt, a .safetensors file, or a directory from `scfoundation convert`.
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: String,
     /// Refuse to run unless the weights file has this sha256.
     #[arg(long, value_name = "HEX")]
     pub model_sha256: Option<String>,
@@ -73,7 +74,7 @@ fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 
-pub fn run(a: EmbedArgs) -> Result<()> {
+pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.min_mapped) {
         anyhow::bail!("--min-mapped must be between 0 and 1, got {}", a.min_mapped);
     }
@@ -83,7 +84,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         .unwrap_or_else(|| EmbedOptions::default_key(a.mode).to_string());
     let device = crate::device::parse(&a.device)?;
     crate::io::Format::of_output(&a.output)?;
-    let model = crate::weights::resolve_path(&a.model, &key, a.model_sha256.as_deref())?;
+    let model = global
+        .weights()?
+        .resolve(&a.model, &key, a.model_sha256.as_deref())?;
     let opts = EmbedOptions {
         mode: a.mode,
         pool: a.pool,

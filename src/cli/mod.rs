@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod embed;
+pub mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -16,8 +17,28 @@ doi:10.1038/s41592-024-02305-7) on CPU or an NVIDIA GPU. Inputs are AnnData .h5a
 Logging: set RUST_LOG=info (or debug) for details on stderr."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Extra model registry (JSON) whose entries add to or override the built-in ones
+    /// [env: SCFOUNDATION_REGISTRY].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub registry: Option<std::path::PathBuf>,
+    /// Never touch the network: models must already be in the cache [env: SCFOUNDATION_OFFLINE=1].
+    #[arg(long, global = true)]
+    pub offline: bool,
+}
+
+impl GlobalArgs {
+    pub fn weights(&self) -> anyhow::Result<crate::weights::Weights> {
+        crate::weights::Weights::from_env(self.registry.as_deref(), self.offline)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,11 +47,15 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Convert a reference models.ckpt into per-entry safetensors files plus config JSON.
     Convert(convert::ConvertArgs),
+    /// Manage model weights: list, fetch (with resume and sha256 check), verify, import, remove.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Embed(a) => embed::run(a),
+        Command::Embed(a) => embed::run(a, &cli.global),
         Command::Convert(a) => convert::run(a),
+        Command::Weights(c) => weights::run(c, &cli.global),
     }
 }

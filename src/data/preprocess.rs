@@ -333,4 +333,52 @@ mod tests {
             .to_string()
             .contains("empty"));
     }
+
+    #[test]
+    fn bulk_modes_set_t_and_s_from_the_sample_total() {
+        let cell = AlignedCell {
+            genes: vec![0, 1],
+            values: vec![2.0, 6.0],
+            given_total: None,
+        };
+        let mut opts = PreprocessOptions {
+            input_type: InputType::Bulk,
+            pre_normalized: PreNormalized::T,
+            tgthighres: TargetResolution::Fold(1.0),
+        };
+        let t = preprocess(&cell, &opts, &DatasetStats::default(), "s").unwrap();
+        assert_eq!(t.values, vec![2.0, 6.0, 8.0, 8.0]);
+        opts.pre_normalized = PreNormalized::F;
+        let st = DatasetStats {
+            median_total: Some(4.0),
+        };
+        let t = preprocess(&cell, &opts, &st, "s").unwrap();
+        let v = [(1.0f64).ln_1p(), (3.0f64).ln_1p()];
+        let depth = (v[0] + v[1]).log10();
+        assert_eq!(
+            t.values,
+            vec![v[0] as f32, v[1] as f32, depth as f32, depth as f32]
+        );
+        opts.pre_normalized = PreNormalized::A;
+        assert!(preprocess(&cell, &opts, &st, "s").is_err());
+    }
+
+    #[test]
+    fn nonpositive_depth_tokens_stay_in_the_full_vector_but_not_in_the_gather() {
+        let cell = AlignedCell {
+            genes: vec![5],
+            values: vec![1.0],
+            given_total: None,
+        };
+        let opts = PreprocessOptions {
+            input_type: InputType::SingleCell,
+            pre_normalized: PreNormalized::T,
+            tgthighres: TargetResolution::Fixed(-1.0),
+        };
+        let t = preprocess(&cell, &opts, &DatasetStats::default(), "c").unwrap();
+        // S = log10(1) = 0 vanishes; T = -1 is kept in the full vector only.
+        assert_eq!(t.positions, vec![5, T_POSITION]);
+        assert_eq!(t.gathered().1, vec![5]);
+        assert_eq!(t.dense()[T_POSITION as usize], -1.0);
+    }
 }

@@ -145,15 +145,12 @@ impl H5adReader {
             None => dataframe_index(&var).with_context(|| ctx("cannot read var names"))?,
         };
         if !file.link_exists(&mpath) {
-            let hint = if choice.layer.is_some() {
-                format!(
-                    " (layers: {})",
-                    file.group("layers")
-                        .map(|g| list_columns(&g))
-                        .unwrap_or_default()
-                )
-            } else {
-                String::new()
+            let hint = match choice.layer {
+                Some(_) => match file.group("layers").map(|g| list_columns(&g)) {
+                    Ok(l) if !l.is_empty() => format!(" (layers: {l})"),
+                    _ => " (the file has no layers)".to_string(),
+                },
+                None => String::new(),
             };
             bail!("{}: no matrix at '{mpath}'{hint}", path.display());
         }
