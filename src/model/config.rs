@@ -52,7 +52,7 @@ impl ModelConfig {
                 bail!("unsupported decoder module_type '{t}' (only 'performer' is implemented)");
             }
         }
-        if self.encoder.heads == 0 || self.encoder.hidden_dim % self.encoder.heads != 0 {
+        if self.encoder.heads == 0 || !self.encoder.hidden_dim.is_multiple_of(self.encoder.heads) {
             bail!(
                 "encoder hidden_dim {} is not divisible by heads {}",
                 self.encoder.hidden_dim,
