@@ -16,9 +16,12 @@ const TINY_SHA: &str = "c5083dd4e705f12275bd1da8177f7600a07059b2b40bd4bbfe8e3aac
 /// A minimal HTTP/1.1 server. Paths: /ok/F (Range supported), /cut/F (first response cut halfway, then
 /// normal), /cutnorange/F (first cut, then Range ignored), /trunc/F (always cut), /bad/F (one byte
 /// flipped), /slow/F (Range supported, throttled), anything else 404.
+/// (path, Range header) of every request, in arrival order.
+type RequestLog = Mutex<Vec<(String, Option<String>)>>;
+
 struct Server {
     port: u16,
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    log: Arc<RequestLog>,
 }
 
 impl Server {
@@ -58,7 +61,7 @@ impl Server {
 fn handle(
     mut s: TcpStream,
     body: &[u8],
-    log: &Mutex<Vec<(String, Option<String>)>>,
+    log: &RequestLog,
     hits: &Mutex<HashMap<String, usize>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(s.try_clone()?);
