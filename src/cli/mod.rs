@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod embed;
+pub mod shards;
 pub mod weights;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,10 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Convert a reference models.ckpt into per-entry safetensors files plus config JSON.
     Convert(convert::ConvertArgs),
+    /// Cut an h5ad into shards of at most N cells, for parallel embedding.
+    Split(shards::SplitArgs),
+    /// Stack h5ad files cell-wise in the given order, checking they come from the same model and options.
+    Merge(shards::MergeArgs),
     /// Manage model weights: list, fetch (with resume and sha256 check), verify, import, remove.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -56,6 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Embed(a) => embed::run(a, &cli.global),
         Command::Convert(a) => convert::run(a),
+        Command::Split(a) => shards::split(a),
+        Command::Merge(a) => shards::merge(a),
         Command::Weights(c) => weights::run(c, &cli.global),
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod convert;
 pub mod embed;
+pub mod merge;
+pub mod split;

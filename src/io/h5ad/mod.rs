@@ -9,7 +9,9 @@ use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenU
 use hdf5::{Dataset, File, Group, Location};
 use ndarray::s;
 
-fn str_attr(loc: &Location, name: &str) -> Result<String> {
+pub mod rows;
+
+pub(crate) fn str_attr(loc: &Location, name: &str) -> Result<String> {
     let a = loc.attr(name)?;
     Ok(match a.dtype()?.to_descriptor()? {
         TypeDescriptor::VarLenUnicode => a.read_scalar::<VarLenUnicode>()?.as_str().to_string(),
@@ -23,7 +25,7 @@ fn str_attr(loc: &Location, name: &str) -> Result<String> {
 }
 
 /// Reads a 1-D string dataset in any of the encodings anndata or h5py have written.
-fn read_strings(ds: &Dataset) -> Result<Vec<String>> {
+pub(crate) fn read_strings(ds: &Dataset) -> Result<Vec<String>> {
     Ok(match ds.dtype()?.to_descriptor()? {
         TypeDescriptor::VarLenUnicode => ds
             .read_1d::<VarLenUnicode>()?
@@ -119,12 +121,7 @@ pub struct H5adReader {
 
 impl H5adReader {
     pub fn open(path: &Path, choice: &MatrixChoice) -> Result<Self> {
-        let file = File::open(path).map_err(|e| {
-            anyhow!(
-                "{}: cannot open as HDF5/h5ad (truncated or not an h5ad file): {e}",
-                path.display()
-            )
-        })?;
+        let file = open_file(path)?;
         let ctx = |what: &str| format!("{}: {what}", path.display());
         let obs = file
             .group("obs")
@@ -389,6 +386,69 @@ fn set_encoding(loc: &Location, kind: &str, version: &str) -> Result<()> {
     set_str_attr(loc, "encoding-version", version)
 }
 
+/// Creates an HDF5 file without object timestamps, so equal content gives equal bytes.
+pub fn create_file(path: &Path) -> Result<File> {
+    File::with_options()
+        .with_fcpl(|p| p.obj_track_times(false))
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+pub fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
+        anyhow!(
+            "{}: cannot open as HDF5/h5ad (truncated or not an h5ad file): {e}",
+            path.display()
+        )
+    })
+}
+
+/// Replaces `uns/<name>` with a dict of strings, creating `uns` when missing.
+pub fn write_uns_strings(file: &File, name: &str, entries: &[(String, String)]) -> Result<()> {
+    let uns = match file.group("uns") {
+        Ok(g) => g,
+        Err(_) => {
+            let g = file.create_group("uns")?;
+            set_encoding(&g, "dict", "0.1.0")?;
+            g
+        }
+    };
+    if uns.link_exists(name) {
+        uns.unlink(name)?;
+    }
+    let g = uns.create_group(name)?;
+    set_encoding(&g, "dict", "0.1.0")?;
+    for (k, v) in entries {
+        let ds = g
+            .new_dataset::<VarLenUnicode>()
+            .shape(())
+            .create(k.as_str())?;
+        ds.write_scalar(&vlen(v)?)?;
+        set_encoding(&ds, "string", "0.2.0")?;
+    }
+    Ok(())
+}
+
+/// Reads `uns/<name>` as written by [`write_uns_strings`]; `None` when absent.
+pub fn read_uns_strings(file: &File, name: &str) -> Result<Option<Vec<(String, String)>>> {
+    let Ok(g) = file.group(&format!("uns/{name}")) else {
+        return Ok(None);
+    };
+    let mut out = vec![];
+    for k in g.member_names()? {
+        let ds = g.dataset(&k)?;
+        let v = match ds.dtype()?.to_descriptor()? {
+            TypeDescriptor::VarLenUnicode => {
+                ds.read_scalar::<VarLenUnicode>()?.as_str().to_string()
+            }
+            TypeDescriptor::VarLenAscii => ds.read_scalar::<VarLenAscii>()?.as_str().to_string(),
+            _ => continue,
+        };
+        out.push((k, v));
+    }
+    Ok(Some(out))
+}
+
 /// Where the output's obs comes from.
 pub enum ObsSource<'a> {
     /// Copy the whole obs dataframe of an input h5ad (all columns kept).
@@ -405,10 +465,7 @@ pub struct H5adWriter {
 
 impl H5adWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = File::with_options()
-            .with_fcpl(|p| p.obj_track_times(false))
-            .create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let file = create_file(path)?;
         set_encoding(&file, "anndata", "0.1.0")?;
         Ok(Self { file })
     }
@@ -479,17 +536,7 @@ impl H5adWriter {
 
     /// Writes `uns/<name>` as a dict of strings (the provenance record).
     pub fn write_uns_strings(&self, name: &str, entries: &[(String, String)]) -> Result<()> {
-        let g = self.dict("uns")?.create_group(name)?;
-        set_encoding(&g, "dict", "0.1.0")?;
-        for (k, v) in entries {
-            let ds = g
-                .new_dataset::<VarLenUnicode>()
-                .shape(())
-                .create(k.as_str())?;
-            ds.write_scalar(&vlen(v)?)?;
-            set_encoding(&ds, "string", "0.2.0")?;
-        }
-        Ok(())
+        write_uns_strings(&self.file, name, entries)
     }
 
     pub fn close(self) -> Result<()> {
