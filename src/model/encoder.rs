@@ -19,6 +19,8 @@ struct SelfAttention {
     out_proj: Linear,
     heads: usize,
     dim: usize,
+    /// Most attention scores held at once (see `ATTN_BLOCK_ELEMS`).
+    block_elems: usize,
 }
 
 impl SelfAttention {
@@ -29,6 +31,7 @@ impl SelfAttention {
             out_proj: candle_nn::linear(dim, dim, vb.pp("out_proj"))?,
             heads,
             dim,
+            block_elems: ATTN_BLOCK_ELEMS,
         })
     }
 
@@ -50,7 +53,7 @@ impl SelfAttention {
         let kt = k.t()?;
         // Score rows are independent, so long sequences are done in query blocks to bound memory
         // (a 6,000-gene cell would otherwise need B x heads x 36M floats at once).
-        let rows = (ATTN_BLOCK_ELEMS / (b * self.heads * l).max(1)).max(1);
+        let rows = (self.block_elems / (b * self.heads * l).max(1)).max(1);
         let mut outs = Vec::with_capacity(l.div_ceil(rows));
         let mut start = 0;
         while start < l {
@@ -121,11 +124,70 @@ impl TransformerEncoder {
         })
     }
 
+    /// Caps the attention scores computed at once (memory vs. speed); results do not change.
+    pub fn set_attention_block(&mut self, elems: usize) {
+        for l in &mut self.layers {
+            l.attn.block_elems = elems.max(1);
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
             x = layer.forward(&x, mask)?;
         }
         self.norm.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{BlockConfig, ModelConfig};
+    use candle_core::{DType, Device};
+
+    fn cfg() -> ModelConfig {
+        let block = |d, h| BlockConfig {
+            hidden_dim: d,
+            depth: 2,
+            heads: h,
+            dim_head: None,
+            module_type: None,
+        };
+        ModelConfig {
+            encoder: block(16, 4),
+            decoder: block(8, 2),
+            seq_len: 19266,
+            bin_num: 10,
+            bin_alpha: 1.0,
+            pad_token_id: 103,
+            mask_token_id: 102,
+        }
+    }
+
+    #[test]
+    fn query_blocking_does_not_change_results() {
+        let dev = Device::Cpu;
+        let map = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let mut enc = TransformerEncoder::load(vb, &cfg()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 37, 16), &dev).unwrap();
+        let mut mask = vec![0f32; 2 * 37];
+        for m in &mut mask[37 + 30..] {
+            *m = f32::NEG_INFINITY;
+        }
+        let mask = Tensor::from_vec(mask, (2, 1, 1, 37), &dev).unwrap();
+        let whole = enc.forward(&x, Some(&mask)).unwrap();
+        enc.set_attention_block(2 * 4 * 37 * 5);
+        let blocked = enc.forward(&x, Some(&mask)).unwrap();
+        let d = (whole - blocked)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-6, "{d}");
     }
 }
