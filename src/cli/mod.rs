@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand};
     long_about = "Run the scFoundation single-cell foundation model (Hao et al., Nature Methods 21:1481, 2024; \
 doi:10.1038/s41592-024-02305-7) on CPU or an NVIDIA GPU. Inputs are AnnData .h5ad, CSV or .npy; outputs are \
 .h5ad (embeddings in obsm, provenance in uns['scfoundation']) or .npy in the reference layout.\n\n\
-Logging: set RUST_LOG=info (or debug) for details on stderr."
+Logging: set RUST_LOG=info (or debug) for details on stderr.",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -34,6 +35,9 @@ pub struct GlobalArgs {
     /// Never touch the network: models must already be in the cache [env: SCFOUNDATION_OFFLINE=1].
     #[arg(long, global = true)]
     pub offline: bool,
+    /// CPU threads for tensor work (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl GlobalArgs {
@@ -58,6 +62,13 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.global.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        // candle's CPU kernels size their rayon pool from this variable; set before any tensor work.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     match cli.command {
         Command::Embed(a) => embed::run(a, &cli.global),
         Command::Convert(a) => convert::run(a),

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# nf-core modules lint, offline: a venv with nf-core tools, a local stand-in for the nf-core/modules remote
+# (schemas vendored in ci/nf-core-offline/), and a `nextflow` shim that answers only what nf-core asks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+W=${SCF_CI_WORK:-$ROOT/.ci-work}/nfcore
+mkdir -p "$W"
+VENV=$W/venv
+if ! "$VENV/bin/python" -c "import nf_core" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "nf-core==4.2.1"
+fi
+mkdir -p "$W/shim"
+cat > "$W/shim/nextflow" <<'SH'
+#!/bin/sh
+case "$1" in
+  config) echo '{}'; exit 0;;
+  -v|-version) echo 'nextflow version 25.4.0'; exit 0;;
+esac
+echo "nextflow shim: '$*' not supported" >&2; exit 1
+SH
+chmod +x "$W/shim/nextflow"
+export XDG_CONFIG_HOME=$W/xdg XDG_CACHE_HOME=$W/xdgcache NXF_HOME=$W/nxf-home
+if [ ! -d "$XDG_CONFIG_HOME/nfcore/nf-core/modules/.git" ]; then
+  rm -rf "$W/fakeremote" && mkdir -p "$W/fakeremote/modules"
+  (cd "$W/fakeremote" && git init -q -b master . \
+    && printf 'repository_type: modules\norg_path: nf-core\n' > .nf-core.yml \
+    && cp "$ROOT/ci/nf-core-offline/meta-schema.json" "$ROOT/ci/nf-core-offline/environment-schema.json" modules/ \
+    && git add -A && git -c user.name=offline -c user.email=offline@example.invalid commit -qm offline)
+  mkdir -p "$XDG_CONFIG_HOME/nfcore/nf-core"
+  git clone -q "$W/fakeremote" "$XDG_CONFIG_HOME/nfcore/nf-core/modules"
+fi
+PATH=$W/shim:$PATH "$VENV/bin/python" ci/nfcore_lint.py "$ROOT"
