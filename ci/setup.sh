@@ -8,6 +8,9 @@ need_apt=()
 pkg-config --exists hdf5 2>/dev/null || need_apt+=(libhdf5-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v git >/dev/null || need_apt+=(git)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" != 0 ] && SUDO="sudo -n"

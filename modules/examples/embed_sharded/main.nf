@@ -32,7 +32,7 @@ workflow {
         weights = Channel.value([ [ id: file(params.weights).name ], file(params.weights, checkIfExists: true), params.weights_sha256 ])
     } else {
         registry = params.registry ? file(params.registry, checkIfExists: true) : []
-        SCFOUNDATION_WEIGHTS(Channel.value([ [ id: params.model ], params.model ]), registry)
+        SCFOUNDATION_WEIGHTS(Channel.of([ [ id: params.model ], params.model ]), registry)
         weights = SCFOUNDATION_WEIGHTS.out.weights.first()
     }
 
