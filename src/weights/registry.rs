@@ -95,17 +95,32 @@ impl RegistryFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RegistryDoc {
-    List(Vec<ModelEntry>),
-    Object { models: Vec<ModelEntry> },
-    Single(Box<ModelEntry>),
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     entries: Vec<ModelEntry>,
+}
+
+/// Accepts the layouts people write: a list of entries, `{"models": [...]}` (or `"entries"`), a single
+/// entry, or an object whose values are entries (e.g. keyed by `NAME@VERSION`).
+fn entries_of(doc: serde_json::Value) -> Result<Vec<ModelEntry>> {
+    use serde_json::Value;
+    let list = match doc {
+        Value::Array(v) => v,
+        Value::Object(mut m) => {
+            if let Some(v) = m.remove("models").or_else(|| m.remove("entries")) {
+                return entries_of(v);
+            }
+            if m.contains_key("name") && m.contains_key("files") {
+                vec![Value::Object(m)]
+            } else {
+                m.into_iter().map(|(_, v)| v).collect()
+            }
+        }
+        _ => bail!("a registry is a JSON list of models or an object with a 'models' list"),
+    };
+    list.into_iter()
+        .map(|v| serde_json::from_value(v).map_err(|e| anyhow!("invalid model entry: {e}")))
+        .collect()
 }
 
 /// Splits `NAME@VERSION` (version optional).
@@ -164,12 +179,8 @@ impl Registry {
     }
 
     fn add_json(&mut self, text: &str, base: Option<PathBuf>, source: &str) -> Result<()> {
-        let doc: RegistryDoc = serde_json::from_str(text)?;
-        let entries = match doc {
-            RegistryDoc::List(v) => v,
-            RegistryDoc::Object { models } => models,
-            RegistryDoc::Single(e) => vec![*e],
-        };
+        let doc: serde_json::Value = serde_json::from_str(text)?;
+        let entries = entries_of(doc)?;
         for mut e in entries {
             parse_model_id(&e.id())?;
             if e.files.is_empty() {
@@ -232,5 +243,21 @@ mod tests {
         assert!(r.find("scfoundation-tiny@1.0").unwrap().is_some());
         assert!(parse_model_id("../x").is_err());
         assert!(parse_model_id("a@").is_err());
+    }
+
+    #[test]
+    fn registry_layouts() {
+        let e = r#"{"name": "m", "version": "2", "files": [{"url": "https://x/m.ckpt", "sha256": null}]}"#;
+        for doc in [
+            format!("[{e}]"),
+            format!(r#"{{"models": [{e}]}}"#),
+            e.to_string(),
+            format!(r#"{{"m@2": {e}}}"#),
+        ] {
+            let mut r = Registry::default();
+            r.add_json(&doc, None, "test").unwrap();
+            let m = r.find("m@2").unwrap().unwrap();
+            assert_eq!(m.weights_file().unwrap().file_name().unwrap(), "m.ckpt");
+        }
     }
 }
