@@ -10,24 +10,9 @@ pub fn write_with<F>(target: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
-    let dir = parent_dir(target);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "out".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let tmp_path = tmp.into_temp_path();
-    write(&tmp_path)?;
-    tmp_path
-        .persist(target)
-        .with_context(|| format!("cannot move output into place at {}", target.display()))?;
-    Ok(())
+    let pending = PendingFile::new(target)?;
+    write(pending.path())?;
+    pending.commit()
 }
 
 pub fn write_bytes(target: &Path, bytes: &[u8]) -> Result<()> {

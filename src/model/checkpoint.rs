@@ -203,16 +203,7 @@ fn load_ckpt(path: &Path, key: &str) -> Result<CheckpointEntry> {
             .to_string();
         tensors.insert(name, t);
     }
-    if tensors.is_empty() {
-        bail!("entry '{key}' holds no tensors");
-    }
-    let config = ModelConfig::from_json(&raw_config)?;
-    Ok(CheckpointEntry {
-        key: key.to_string(),
-        raw_config,
-        config,
-        tensors,
-    })
+    CheckpointEntry::new(key, raw_config, tensors)
 }
 
 /// Reads a tensor's storage and applies its (possibly strided) layout.
@@ -355,21 +346,25 @@ fn load_safetensors(path: &Path, key: &str) -> Result<CheckpointEntry> {
             }
         );
     };
-    if tensors.is_empty() {
-        bail!("entry '{key}' holds no tensors");
-    }
     let raw_config: Value =
         serde_json::from_str(&config_json).context("config metadata is not valid JSON")?;
-    let config = ModelConfig::from_json(&raw_config)?;
-    Ok(CheckpointEntry {
-        key: key.to_string(),
-        raw_config,
-        config,
-        tensors,
-    })
+    CheckpointEntry::new(key, raw_config, tensors)
 }
 
 impl CheckpointEntry {
+    fn new(key: &str, raw_config: Value, tensors: HashMap<String, Tensor>) -> Result<Self> {
+        if tensors.is_empty() {
+            bail!("entry '{key}' holds no tensors");
+        }
+        let config = ModelConfig::from_json(&raw_config)?;
+        Ok(Self {
+            key: key.to_string(),
+            raw_config,
+            config,
+            tensors,
+        })
+    }
+
     /// Writes this entry as a single-entry safetensors file (config in metadata) plus `<key>.config.json`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let meta: HashMap<String, String> = [

@@ -577,15 +577,18 @@ impl ArrayOut {
 /// Copies a whole group (datasets, subgroups, attributes) from another file.
 fn copy_group(src: &Path, src_name: &str, dst: &File, dst_name: &str) -> Result<()> {
     let sf = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    let sg = sf
-        .group(src_name)
-        .with_context(|| format!("{}: no '{src_name}' group", src.display()))?;
-    let c_src = std::ffi::CString::new(".")?;
+    copy_object(&sf, src_name, dst, dst_name)
+        .with_context(|| format!("copying '{src_name}' from {}", src.display()))
+}
+
+/// HDF5's own deep copy of an object (group or dataset) between open files.
+pub(crate) fn copy_object(src: &File, src_name: &str, dst: &File, dst_name: &str) -> Result<()> {
+    let c_src = std::ffi::CString::new(src_name)?;
     let c_dst = std::ffi::CString::new(dst_name)?;
-    // SAFETY: both ids are valid open HDF5 objects for the duration of the call; default property lists.
+    // SAFETY: both ids are valid open HDF5 files for the duration of the call; default property lists.
     let rc = unsafe {
         hdf5_sys::h5o::H5Ocopy(
-            sg.id(),
+            src.id(),
             c_src.as_ptr(),
             dst.id(),
             c_dst.as_ptr(),
@@ -594,7 +597,7 @@ fn copy_group(src: &Path, src_name: &str, dst: &File, dst_name: &str) -> Result<
         )
     };
     if rc < 0 {
-        bail!("cannot copy '{src_name}' from {}", src.display());
+        bail!("cannot copy '{src_name}'");
     }
     Ok(())
 }

@@ -338,23 +338,7 @@ fn copy_attrs_except(src: &Location, dst: &Location, skip: &[&str]) -> Result<()
 }
 
 fn copy_object(src: &File, path: &str, dst: &File) -> Result<()> {
-    let c_src = std::ffi::CString::new(path)?;
-    let c_dst = std::ffi::CString::new(path)?;
-    // SAFETY: both file ids are open for the duration of the call; default property lists.
-    let rc = unsafe {
-        hdf5_sys::h5o::H5Ocopy(
-            src.id(),
-            c_src.as_ptr(),
-            dst.id(),
-            c_dst.as_ptr(),
-            hdf5_sys::h5p::H5P_DEFAULT,
-            hdf5_sys::h5p::H5P_DEFAULT,
-        )
-    };
-    if rc < 0 {
-        bail!("cannot copy '{path}'");
-    }
-    Ok(())
+    super::copy_object(src, path, dst, path)
 }
 
 /// Writes the cells selected by `op` from `srcs` into the new file `dst`.
