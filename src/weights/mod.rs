@@ -115,6 +115,12 @@ impl Weights {
     pub fn fetch(&self, id: &str, pin: Option<&str>) -> Result<Manifest> {
         let e = self.entry(id)?;
         let f = e.weights_file()?;
+        if f.sha256.is_none() && pin.is_none() {
+            // An entry without a registry digest is usable once `weights import` pinned it in the cache.
+            if let Some(m) = self.cached(&e.name, &e.version)? {
+                return Ok(m);
+            }
+        }
         let sha = match (&f.sha256, pin) {
             (Some(r), Some(p)) if !r.eq_ignore_ascii_case(p) => bail!(
                 "{}: --sha256 {p} contradicts the registry's {r}",
