@@ -532,4 +532,9 @@ fn unpinned_entry_needs_import() {
     assert!(env
         .ok(&["--offline", "weights", "verify", "scfoundation"])
         .contains("OK"));
+    let path = env.ok(&["--offline", "weights", "fetch", "scfoundation@1.0"]);
+    assert!(
+        path.ends_with("models/scfoundation/1.0/tiny_models.ckpt"),
+        "{path}"
+    );
 }
