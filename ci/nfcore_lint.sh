@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nf-core modules lint, offline: a venv with nf-core tools, a local stand-in for the nf-core/modules remote
-# (schemas vendored in ci/nf-core-offline/), and a `nextflow` shim that answers only what nf-core asks.
+# (schemas vendored in ci/nf-core-offline/), and the real Nextflow from ci/nextflow/nextflow.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,17 +11,11 @@ if ! "$VENV/bin/python" -c "import nf_core" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "nf-core==4.2.1"
 fi
-mkdir -p "$W/shim"
-cat > "$W/shim/nextflow" <<'SH'
-#!/bin/sh
-case "$1" in
-  config) echo '{}'; exit 0;;
-  -v|-version) echo 'nextflow version 25.4.0'; exit 0;;
-esac
-echo "nextflow shim: '$*' not supported" >&2; exit 1
-SH
-chmod +x "$W/shim/nextflow"
-export XDG_CONFIG_HOME=$W/xdg XDG_CACHE_HOME=$W/xdgcache NXF_HOME=$W/nxf-home
+# nf-core calls `nextflow config` and (for >= 25.04.4) `nextflow inspect`: give it the real Nextflow.
+mkdir -p "$W/bin"
+ln -sfn "$ROOT/ci/nextflow/nextflow.sh" "$W/bin/nextflow"
+export NXF_MVN_CACHE=${SCF_CI_WORK:-$ROOT/.ci-work}/nextflow/mvn NXF_HOME=${SCF_CI_WORK:-$ROOT/.ci-work}/nextflow/home
+export XDG_CONFIG_HOME=$W/xdg XDG_CACHE_HOME=$W/xdgcache
 if [ ! -d "$XDG_CONFIG_HOME/nfcore/nf-core/modules/.git" ]; then
   rm -rf "$W/fakeremote" && mkdir -p "$W/fakeremote/modules"
   (cd "$W/fakeremote" && git init -q -b master . \
@@ -31,4 +25,4 @@ if [ ! -d "$XDG_CONFIG_HOME/nfcore/nf-core/modules/.git" ]; then
   mkdir -p "$XDG_CONFIG_HOME/nfcore/nf-core"
   git clone -q "$W/fakeremote" "$XDG_CONFIG_HOME/nfcore/nf-core/modules"
 fi
-PATH=$W/shim:$PATH "$VENV/bin/python" ci/nfcore_lint.py "$ROOT"
+PATH=$W/bin:$PATH "$VENV/bin/python" ci/nfcore_lint.py "$ROOT"
