@@ -28,7 +28,11 @@ for m in modules/scfoundation/scfoundation/*/main.nf; do
     esac
   done
 done
-grep -q "@TOOL_VERSION@\">${version}<" galaxy-tools/scfoundation/macros.xml 2>/dev/null \
-  || [ ! -d galaxy-tools ] || { echo "galaxy-tools macros.xml TOOL_VERSION is not $version" >&2; bad=1; }
+grep -q "@TOOL_VERSION@\">${version}<" galaxy-tools/scfoundation/macros.xml \
+  || { echo "galaxy-tools/scfoundation/macros.xml: TOOL_VERSION is not $version" >&2; bad=1; }
+for f in galaxy-tools/data_manager_*/data_manager/*.xml; do
+  grep -q "version=\"${version}+galaxy" "$f" && grep -q "scfoundation:${version}<" "$f" \
+    || { echo "$f: tool version or container is not $version" >&2; bad=1; }
+done
 [ $bad = 0 ] && echo "container references: OK (version $version)"
 exit $bad

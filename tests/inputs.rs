@@ -260,6 +260,8 @@ fn duplicate_gene_columns_are_summed() {
     embed_npy(&dup, &a, &[]);
     embed_npy(&summed, &b, &[]);
     assert_close(&a, &b, 0.0);
+    // One cell keeps its batch axis (the reference squeezes it away).
+    assert_eq!(read_npy(&a).0, vec![1, 128]);
 }
 
 #[test]
