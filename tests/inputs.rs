@@ -292,3 +292,49 @@ fn version_and_help() {
         assert!(h.contains(flag), "help lacks {flag}");
     }
 }
+
+#[test]
+fn interrupted_run_leaves_no_partial_output() {
+    let dir = tmp();
+    let out = dir.path().join("genes.h5ad");
+    let m = model();
+    let mut child = bin()
+        .args([
+            "embed",
+            "--input",
+            s(&test_data("pbmc_tiny.h5ad")),
+            "--model",
+            &m,
+            "--output",
+            s(&out),
+            "--mode",
+            "gene",
+            "--batch-size",
+            "1",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp_exists = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    };
+    let start = std::time::Instant::now();
+    while !tmp_exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no temporary output appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(!out.exists());
+    assert!(!tmp_exists(), "temporary output left after SIGTERM");
+}

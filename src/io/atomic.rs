@@ -1,6 +1,7 @@
 //! Outputs appear whole or not at all: write a temp file beside the target, then rename.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
@@ -28,11 +29,35 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
+/// Temporary outputs in flight, removed by [`remove_pending`] when the process is interrupted.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Deletes every temporary output still being written (called from the SIGINT/SIGTERM handler, after
+/// which the process exits without running destructors).
+pub fn remove_pending() {
+    if let Ok(paths) = IN_FLIGHT.lock() {
+        for p in paths.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn track(p: &Path, on: bool) {
+    if let Ok(mut v) = IN_FLIGHT.lock() {
+        if on {
+            v.push(p.to_path_buf());
+        } else {
+            v.retain(|x| x != p);
+        }
+    }
+}
+
 /// A temporary file beside `target` for outputs written incrementally; `commit` renames it into place,
 /// dropping it uncommitted deletes it.
 pub struct PendingFile {
     tmp: tempfile::TempPath,
     target: PathBuf,
+    _tracked: Tracked,
 }
 
 impl PendingFile {
@@ -50,7 +75,9 @@ impl PendingFile {
             .tempfile_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?
             .into_temp_path();
+        track(&tmp, true);
         Ok(Self {
+            _tracked: Tracked(tmp.to_path_buf()),
             tmp,
             target: target.to_path_buf(),
         })
@@ -70,5 +97,14 @@ impl PendingFile {
             .persist(&target)
             .with_context(|| format!("cannot move output into place at {}", target.display()))?;
         Ok(())
+    }
+}
+
+/// Keeps a temporary path on the interrupt list while it lives.
+struct Tracked(PathBuf);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        track(&self.0, false);
     }
 }
