@@ -137,51 +137,7 @@ pub fn embed(
         Mode::Expression => vec![n, N_GENES],
     };
 
-    let mut prov = Provenance::new("embed").with_model(model_ref, &opts.key);
-    prov.set("mode", format!("{:?}", opts.mode).to_lowercase());
-    if opts.mode == Mode::Cell {
-        prov.set("pool", format!("{:?}", opts.pool).to_lowercase());
-    }
-    if opts.mode == Mode::Gene {
-        prov.set(
-            "gene_embedding",
-            format!("{:?}", opts.gene_embedding).to_lowercase(),
-        );
-    }
-    prov.set(
-        "input",
-        input_path
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default(),
-    );
-    prov.set(
-        "input_type",
-        format!("{:?}", opts.preprocess.input_type).to_lowercase(),
-    );
-    prov.set(
-        "pre_normalized",
-        format!("{:?}", opts.preprocess.pre_normalized),
-    );
-    prov.set("tgthighres", opts.preprocess.tgthighres);
-    prov.set("batch_size", opts.batch_size);
-    prov.set("min_mapped", opts.min_mapped);
-    if let Some(l) = &opts.matrix.layer {
-        prov.set("layer", l);
-    }
-    if opts.matrix.use_raw {
-        prov.set("use_raw", "true");
-    }
-    if let Some(c) = &opts.matrix.gene_column {
-        prov.set("gene_column", c);
-    }
-    prov.set("n_cells", n);
-    prov.set("n_input_genes", stream.alignment.n_input);
-    prov.set("n_genes_mapped", stream.alignment.n_genes_covered);
-    prov.set("gene_index_sha256", crate::data::genes::GENE_INDEX_SHA256);
-    if let Some(m) = stats.median_total {
-        prov.set("bulk_median_total", m);
-    }
+    let prov = provenance(opts, model_ref, input_path, &stream, &stats);
 
     let pending = PendingFile::new(output)?;
     let mut sink = match (out_format, opts.mode, opts.gene_embedding) {
@@ -280,6 +236,62 @@ pub fn embed(
         output_shape: shape,
         provenance: prov,
     })
+}
+
+/// Everything needed to re-run this embedding: engine, weights digest, input, options, gene mapping.
+fn provenance(
+    opts: &EmbedOptions,
+    model_ref: &ModelRef,
+    input_path: &Path,
+    stream: &CellStream,
+    stats: &DatasetStats,
+) -> Provenance {
+    let mut prov = Provenance::new("embed").with_model(model_ref, &opts.key);
+    prov.set("mode", format!("{:?}", opts.mode).to_lowercase());
+    if opts.mode == Mode::Cell {
+        prov.set("pool", format!("{:?}", opts.pool).to_lowercase());
+    }
+    if opts.mode == Mode::Gene {
+        prov.set(
+            "gene_embedding",
+            format!("{:?}", opts.gene_embedding).to_lowercase(),
+        );
+    }
+    prov.set(
+        "input",
+        input_path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    );
+    prov.set(
+        "input_type",
+        format!("{:?}", opts.preprocess.input_type).to_lowercase(),
+    );
+    prov.set(
+        "pre_normalized",
+        format!("{:?}", opts.preprocess.pre_normalized),
+    );
+    prov.set("tgthighres", opts.preprocess.tgthighres);
+    prov.set("batch_size", opts.batch_size);
+    prov.set("min_mapped", opts.min_mapped);
+    if let Some(l) = &opts.matrix.layer {
+        prov.set("layer", l);
+    }
+    if opts.matrix.use_raw {
+        prov.set("use_raw", "true");
+    }
+    if let Some(c) = &opts.matrix.gene_column {
+        prov.set("gene_column", c);
+    }
+    prov.set("n_cells", stream.n_cells());
+    prov.set("n_input_genes", stream.alignment.n_input);
+    prov.set("n_genes_mapped", stream.alignment.n_genes_covered);
+    prov.set("gene_index_sha256", crate::data::genes::GENE_INDEX_SHA256);
+    if let Some(m) = stats.median_total {
+        prov.set("bulk_median_total", m);
+    }
+    prov
 }
 
 /// obs (copied from an h5ad input), var and the standard AnnData groups.
