@@ -52,6 +52,21 @@ with tempfile.TemporaryDirectory() as d:
     assert m.varm["X_scfoundation"].shape == (19264, 24)
     assert np.allclose(m.varm["X_scfoundation"], g.obsm["X_scfoundation_gene"].mean(axis=0), atol=1e-5)
 
+    # split keeps every per-cell part of a file (X, layers, raw, obs dtypes) and merge restores it
+    full = ad.read_h5ad(root / "test-data/pbmc_tiny_layers.h5ad")
+    run("split", "--input", root / "test-data/pbmc_tiny_layers.h5ad", "--cells-per-shard", "6", "--outdir", d / "sh")
+    shards = sorted((d / "sh").glob("shard_*.h5ad"))
+    assert len(shards) == 3, shards
+    s1 = ad.read_h5ad(shards[1])
+    assert (s1.X != full.X[6:12]).nnz == 0
+    assert (s1.layers["counts"] != full.layers["counts"][6:12]).nnz == 0
+    assert (s1.raw.X != full.raw.X[6:12]).nnz == 0 and list(s1.raw.var_names) == list(full.raw.var_names)
+    assert s1.obs.dtypes.equals(full.obs.dtypes) and s1.obs.equals(full.obs.iloc[6:12])
+    run("merge", *shards, "--output", d / "back.h5ad")
+    back = ad.read_h5ad(d / "back.h5ad")
+    assert back.obs.equals(full.obs) and (back.X != full.X).nnz == 0
+    assert (back.layers["counts"] != full.layers["counts"]).nnz == 0 and back.var.equals(full.var)
+
     # backed mode (what big-data users do)
     b = ad.read_h5ad(d / "cell.h5ad", backed="r")
     assert b.obsm["X_scfoundation"].shape == e.shape

@@ -162,3 +162,49 @@ fn mean_gene_embeddings_merge_to_the_overall_mean() {
     };
     assert!(max_abs_diff(&read(&merged), &read(&whole)) <= 1e-5);
 }
+
+#[test]
+fn csc_input_splits_into_csr_shards_with_the_same_cells() {
+    let dir = tmp();
+    let d = dir.path();
+    run_ok(&[
+        "split",
+        "--input",
+        s(&test_data("pbmc_tiny_csc.h5ad")),
+        "--cells-per-shard",
+        "7",
+        "--outdir",
+        s(d),
+        "--prefix",
+        "c",
+    ]);
+    let mut embedded = vec![];
+    for i in 0..3 {
+        let sh = d.join(format!("c_0000{i}.h5ad"));
+        let f = hdf5::File::open(&sh).unwrap();
+        let enc = f
+            .group("X")
+            .unwrap()
+            .attr("encoding-type")
+            .unwrap()
+            .read_scalar::<hdf5::types::VarLenUnicode>()
+            .unwrap();
+        assert_eq!(enc.as_str(), "csr_matrix");
+        let o = d.join(format!("e{i}.h5ad"));
+        embed(&sh, &o, &[]);
+        embedded.push(o);
+    }
+    let merged = d.join("m.h5ad");
+    run_ok(&[
+        "merge",
+        s(&embedded[0]),
+        s(&embedded[1]),
+        s(&embedded[2]),
+        "--output",
+        s(&merged),
+    ]);
+    let whole = d.join("w.h5ad");
+    embed(&test_data("pbmc_tiny.h5ad"), &whole, &[]);
+    assert!(max_abs_diff(&obsm(&merged).1, &obsm(&whole).1) <= 1e-5);
+    assert_eq!(obs_names(&merged), obs_names(&whole));
+}

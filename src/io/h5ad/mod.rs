@@ -373,7 +373,7 @@ fn vlen(s: &str) -> Result<VarLenUnicode> {
     VarLenUnicode::from_str(s).map_err(|e| anyhow!("string '{s}' cannot be stored: {e}"))
 }
 
-fn set_str_attr(loc: &Location, name: &str, value: &str) -> Result<()> {
+pub(crate) fn set_str_attr(loc: &Location, name: &str, value: &str) -> Result<()> {
     loc.new_attr::<VarLenUnicode>()
         .shape(())
         .create(name)?

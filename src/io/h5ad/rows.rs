@@ -253,7 +253,98 @@ fn rows_dataframe(srcs: &[Group], dst: &Group, op: &RowOp) -> Result<()> {
     Ok(())
 }
 
-/// A cells x features matrix: dense dataset or CSR group (CSC is converted to CSR when sliced).
+/// Applies an element-wise array operation to a block, keeping its element type.
+macro_rules! map_block {
+    ($b:expr, $a:ident => $body:expr) => {
+        match $b {
+            Block::I8($a) => Block::I8($body),
+            Block::I16($a) => Block::I16($body),
+            Block::I32($a) => Block::I32($body),
+            Block::I64($a) => Block::I64($body),
+            Block::U8($a) => Block::U8($body),
+            Block::U16($a) => Block::U16($body),
+            Block::U32($a) => Block::U32($body),
+            Block::U64($a) => Block::U64($body),
+            Block::F32($a) => Block::F32($body),
+            Block::F64($a) => Block::F64($body),
+            Block::Bool($a) => Block::Bool($body),
+            Block::Str($a) => Block::Str($body),
+        }
+    };
+}
+
+/// Rows of a sparse matrix in CSR form (values keep their type; indices are int64, as anndata accepts).
+struct Csr {
+    data: Block,
+    indices: Vec<i64>,
+    indptr: Vec<i64>,
+    n_cols: i64,
+}
+
+/// Reads `rows` (all when `None`) of a CSR or CSC group as CSR. CSC has no row access, so it is read
+/// whole and transposed in memory (still sparse).
+fn load_csr(g: &Group, rows: Option<Range<usize>>) -> Result<Csr> {
+    let shape = g.attr("shape")?.read_1d::<i64>()?.to_vec();
+    let (n_rows, n_cols) = (shape[0] as usize, shape[1]);
+    let ptr = g.dataset("indptr")?.read_1d::<i64>()?.to_vec();
+    let rows = rows.unwrap_or(0..n_rows);
+    match encoding(g).as_str() {
+        "csr_matrix" => {
+            let (a, b) = (ptr[rows.start] as usize, ptr[rows.end] as usize);
+            Ok(Csr {
+                data: read_rows(&g.dataset("data")?, Some(a..b))?,
+                indices: g
+                    .dataset("indices")?
+                    .read_slice_1d::<i64, _>(a..b)?
+                    .to_vec(),
+                indptr: ptr[rows.start..=rows.end]
+                    .iter()
+                    .map(|x| x - ptr[rows.start])
+                    .collect(),
+                n_cols,
+            })
+        }
+        "csc_matrix" => {
+            let row_of = g.dataset("indices")?.read_1d::<i64>()?.to_vec();
+            let mut row_ptr = vec![0i64; n_rows + 1];
+            for &r in &row_of {
+                if r < 0 || r as usize >= n_rows {
+                    bail!("sparse row index {r} out of range 0..{n_rows}");
+                }
+                row_ptr[r as usize + 1] += 1;
+            }
+            for i in 0..n_rows {
+                row_ptr[i + 1] += row_ptr[i];
+            }
+            let mut fill = row_ptr.clone();
+            let mut perm = vec![0usize; row_of.len()];
+            let mut cols = vec![0i64; row_of.len()];
+            for c in 0..n_cols as usize {
+                for k in ptr[c] as usize..ptr[c + 1] as usize {
+                    let dst = &mut fill[row_of[k] as usize];
+                    perm[*dst as usize] = k;
+                    cols[*dst as usize] = c as i64;
+                    *dst += 1;
+                }
+            }
+            let (a, b) = (row_ptr[rows.start] as usize, row_ptr[rows.end] as usize);
+            let data = read_rows(&g.dataset("data")?, None)?;
+            let take = &perm[a..b];
+            Ok(Csr {
+                data: map_block!(&data, x => x.select(Axis(0), take)),
+                indices: cols[a..b].to_vec(),
+                indptr: row_ptr[rows.start..=rows.end]
+                    .iter()
+                    .map(|x| x - row_ptr[rows.start])
+                    .collect(),
+                n_cols,
+            })
+        }
+        other => bail!("unsupported sparse encoding '{other}'"),
+    }
+}
+
+/// A cells x features matrix: dense dataset, or CSR/CSC group (written back as CSR).
 fn rows_matrix(srcs: &[File], path: &str, dst: &File, op: &RowOp) -> Result<()> {
     if srcs[0].dataset(path).is_ok() {
         let ds: Vec<Dataset> = srcs
@@ -267,59 +358,38 @@ fn rows_matrix(srcs: &[File], path: &str, dst: &File, op: &RowOp) -> Result<()> 
         .iter()
         .map(|f| f.group(path))
         .collect::<hdf5::Result<_>>()?;
-    let enc = encoding(&gs[0]);
-    if enc != "csr_matrix" {
-        bail!("'{path}' is stored as {enc}; only dense and CSR matrices can be split or merged (rewrite it as CSR)");
-    }
-    let ptrs: Vec<Vec<i64>> = gs
-        .iter()
-        .map(|g| Ok(g.dataset("indptr")?.read_1d::<i64>()?.to_vec()))
-        .collect::<Result<_>>()?;
-    let n_cols = gs[0].attr("shape")?.read_1d::<i64>()?[1];
-    let (data, indices, indptr, n_rows) = match op {
-        RowOp::Slice(r) => {
-            let p = &ptrs[0];
-            let (a, b) = (p[r.start] as usize, p[r.end] as usize);
-            let data = read_rows(&gs[0].dataset("data")?, Some(a..b))?;
-            let indices = read_rows(&gs[0].dataset("indices")?, Some(a..b))?;
-            let indptr: Vec<i64> = p[r.start..=r.end].iter().map(|x| x - p[r.start]).collect();
-            (data, indices, indptr, r.len())
-        }
-        RowOp::Concat => {
-            for g in &gs[1..] {
-                if g.attr("shape")?.read_1d::<i64>()?[1] != n_cols {
-                    bail!("'{path}' has different numbers of columns in different files");
-                }
-            }
-            let data = concat(
-                gs.iter()
-                    .map(|g| read_rows(&g.dataset("data")?, None))
-                    .collect::<Result<_>>()?,
-            )?;
-            let indices = concat(
-                gs.iter()
-                    .map(|g| read_rows(&g.dataset("indices")?, None))
-                    .collect::<Result<_>>()?,
-            )?;
-            let mut indptr = vec![0i64];
-            for p in &ptrs {
-                let base = *indptr.last().expect("non-empty");
-                indptr.extend(p[1..].iter().map(|x| x + base));
-            }
-            let n = indptr.len() - 1;
-            (data, indices, indptr, n)
-        }
+    let parts: Vec<Csr> = match op {
+        RowOp::Slice(r) => vec![load_csr(&gs[0], Some(r.clone()))?],
+        RowOp::Concat => gs
+            .iter()
+            .map(|g| load_csr(g, None))
+            .collect::<Result<_>>()?,
     };
-    let g = dst.create_group(path)?;
-    for (name, src_attr_from) in [("data", &data), ("indices", &indices)] {
-        let out = write_block(&g, name, src_attr_from)?;
-        let src = gs[0].dataset(name)?;
-        copy_attrs(&src, &out)?;
+    let n_cols = parts[0].n_cols;
+    if parts.iter().any(|p| p.n_cols != n_cols) {
+        bail!("'{path}' has different numbers of columns in different files");
     }
+    let mut indptr = vec![0i64];
+    let mut indices = vec![];
+    for p in &parts {
+        let base = *indptr.last().expect("non-empty");
+        indptr.extend(p.indptr[1..].iter().map(|x| x + base));
+        indices.extend_from_slice(&p.indices);
+    }
+    let data = concat(parts.into_iter().map(|p| p.data).collect())?;
+    let n_rows = indptr.len() - 1;
+    let g = dst.create_group(path)?;
+    let out = write_block(&g, "data", &data)?;
+    let src_data = gs[0].dataset("data")?;
+    copy_attrs(&src_data, &out)?;
+    g.new_dataset_builder()
+        .with_data(&indices)
+        .create("indices")?;
     g.new_dataset_builder()
         .with_data(&indptr)
         .create("indptr")?;
-    copy_attrs_except(&gs[0], &g, &["shape"])?;
+    copy_attrs_except(&gs[0], &g, &["shape", "encoding-type"])?;
+    super::set_str_attr(&g, "encoding-type", "csr_matrix")?;
     g.new_attr::<i64>()
         .shape(2)
         .create("shape")?
