@@ -137,7 +137,9 @@ pub fn embed(
         Mode::Expression => vec![n, N_GENES],
     };
 
-    let prov = provenance(opts, model_ref, input_path, &stream, &stats);
+    let mut prov = provenance(opts, model_ref, input_path, &stream, &stats);
+    // CPU and GPU arithmetic differ slightly, so the device is part of the record.
+    prov.set("device", device_name(device));
 
     let pending = PendingFile::new(output)?;
     let mut sink = match (out_format, opts.mode, opts.gene_embedding) {
@@ -236,6 +238,14 @@ pub fn embed(
         output_shape: shape,
         provenance: prov,
     })
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
 }
 
 /// Everything needed to re-run this embedding: engine, weights digest, input, options, gene mapping.

@@ -10,7 +10,7 @@ use crate::io::h5ad::{self, rows};
 use crate::io::Format;
 
 /// Provenance keys allowed to differ between the files being merged.
-const PER_FILE_KEYS: &[&str] = &["input", "n_cells"];
+const PER_FILE_KEYS: &[&str] = &["input", "n_cells", "device"];
 
 pub struct MergeSummary {
     pub n_cells: usize,
@@ -131,6 +131,13 @@ fn merge_provenance(
         .filter_map(|p| p.as_ref().and_then(|p| get(p, "input")))
         .collect();
     set(&mut merged, "input", names.join(","));
+    let mut devices: Vec<String> = provs
+        .iter()
+        .filter_map(|p| p.as_ref().and_then(|p| get(p, "device")))
+        .collect();
+    devices.sort();
+    devices.dedup();
+    set(&mut merged, "device", devices.join(","));
     set(&mut merged, "merged_files", inputs.len().to_string());
     Ok(Some(merged))
 }
