@@ -10,4 +10,5 @@ step "containers";             bash ci/containers.sh
 step "nf-core modules lint";   bash ci/nfcore_lint.sh
 step "Galaxy";                 bash ci/galaxy.sh
 step "Nextflow";               bash ci/nextflow.sh
+step "cuda feature compiles";  bash ci/cuda_check.sh
 step "all checks passed"
