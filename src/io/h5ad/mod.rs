@@ -334,38 +334,57 @@ fn open_matrix(file: &File, mpath: &str) -> Result<(Matrix, (usize, usize))> {
             check_ptr(c)?;
             let d = data.read_1d::<f64>()?.to_vec();
             let ix = indices.read_1d::<i64>()?.to_vec();
-            let mut counts = vec![0u64; r + 1];
-            for &i in &ix {
-                if i < 0 || i as usize >= r {
-                    bail!("sparse row index {i} out of range 0..{r}");
-                }
-                counts[i as usize + 1] += 1;
-            }
-            for i in 0..r {
-                counts[i + 1] += counts[i];
-            }
-            let mut fill = counts.clone();
-            let mut data_t = vec![0.0; d.len()];
-            let mut idx_t = vec![0i64; d.len()];
-            for col in 0..c {
-                for k in indptr[col] as usize..indptr[col + 1] as usize {
-                    let row = ix[k] as usize;
-                    let dst = fill[row] as usize;
-                    data_t[dst] = d[k];
-                    idx_t[dst] = col as i64;
-                    fill[row] += 1;
-                }
-            }
+            let col_ptr: Vec<i64> = indptr.iter().map(|&p| p as i64).collect();
+            let t = CscToCsr::new(&col_ptr, &ix, r)?;
             Ok((
                 Matrix::InMemoryCsr {
-                    data: data_t,
-                    indices: idx_t,
-                    indptr: counts,
+                    data: t.order.iter().map(|&k| d[k]).collect(),
+                    indices: t.cols,
+                    indptr: t.row_ptr.iter().map(|&p| p as u64).collect(),
                 },
                 (r, c),
             ))
         }
         other => bail!("unsupported matrix encoding '{other}'"),
+    }
+}
+
+/// How the entries of a CSC matrix are reordered into CSR: `order[j]` is the CSC position of the j-th
+/// CSR entry, `cols[j]` its column, `row_ptr` the CSR row pointers.
+pub(crate) struct CscToCsr {
+    pub order: Vec<usize>,
+    pub cols: Vec<i64>,
+    pub row_ptr: Vec<i64>,
+}
+
+impl CscToCsr {
+    pub fn new(col_ptr: &[i64], row_of: &[i64], n_rows: usize) -> Result<Self> {
+        let mut row_ptr = vec![0i64; n_rows + 1];
+        for &r in row_of {
+            if r < 0 || r as usize >= n_rows {
+                bail!("sparse row index {r} out of range 0..{n_rows}");
+            }
+            row_ptr[r as usize + 1] += 1;
+        }
+        for i in 0..n_rows {
+            row_ptr[i + 1] += row_ptr[i];
+        }
+        let mut fill = row_ptr.clone();
+        let mut order = vec![0usize; row_of.len()];
+        let mut cols = vec![0i64; row_of.len()];
+        for (c, w) in col_ptr.windows(2).enumerate() {
+            for k in w[0] as usize..w[1] as usize {
+                let dst = &mut fill[row_of[k] as usize];
+                order[*dst as usize] = k;
+                cols[*dst as usize] = c as i64;
+                *dst += 1;
+            }
+        }
+        Ok(Self {
+            order,
+            cols,
+            row_ptr,
+        })
     }
 }
 

@@ -306,27 +306,11 @@ fn load_csr(g: &Group, rows: Option<Range<usize>>) -> Result<Csr> {
         }
         "csc_matrix" => {
             let row_of = g.dataset("indices")?.read_1d::<i64>()?.to_vec();
-            let mut row_ptr = vec![0i64; n_rows + 1];
-            for &r in &row_of {
-                if r < 0 || r as usize >= n_rows {
-                    bail!("sparse row index {r} out of range 0..{n_rows}");
-                }
-                row_ptr[r as usize + 1] += 1;
-            }
-            for i in 0..n_rows {
-                row_ptr[i + 1] += row_ptr[i];
-            }
-            let mut fill = row_ptr.clone();
-            let mut perm = vec![0usize; row_of.len()];
-            let mut cols = vec![0i64; row_of.len()];
-            for c in 0..n_cols as usize {
-                for k in ptr[c] as usize..ptr[c + 1] as usize {
-                    let dst = &mut fill[row_of[k] as usize];
-                    perm[*dst as usize] = k;
-                    cols[*dst as usize] = c as i64;
-                    *dst += 1;
-                }
-            }
+            let super::CscToCsr {
+                order: perm,
+                cols,
+                row_ptr,
+            } = super::CscToCsr::new(&ptr, &row_of, n_rows)?;
             let (a, b) = (row_ptr[rows.start] as usize, row_ptr[rows.end] as usize);
             let data = read_rows(&g.dataset("data")?, None)?;
             let take = &perm[a..b];
