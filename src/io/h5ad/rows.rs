@@ -1,185 +1,18 @@
 //! Row-wise operations on whole AnnData files, keeping every dtype: take a range of cells (split) or
-//! stack files (merge). obs columns, X, layers, raw/X and obsm follow the cells; var, varm, varp and uns
-//! are copied from the first file; obsp (cell x cell) is dropped.
+//! stack files (merge). obs, X, layers, raw/X and obsm follow the cells; var, varm, varp and uns come
+//! from the first file; obsp (cell x cell) is dropped. Inputs may be in any layout anndata reads; the
+//! output is in the current encoding.
 
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 
-use anyhow::{anyhow, bail, Context, Result};
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenAscii, VarLenUnicode};
-use hdf5::{Dataset, File, Group, Location};
-use ndarray::{ArrayD, Axis, IxDyn, SliceInfoElem};
+use anyhow::{bail, Context, Result};
+use hdf5::types::TypeDescriptor;
+use hdf5::{File, Group};
 
-use super::str_attr;
-
-/// A dataset's contents with its element type preserved.
-pub enum Block {
-    I8(ArrayD<i8>),
-    I16(ArrayD<i16>),
-    I32(ArrayD<i32>),
-    I64(ArrayD<i64>),
-    U8(ArrayD<u8>),
-    U16(ArrayD<u16>),
-    U32(ArrayD<u32>),
-    U64(ArrayD<u64>),
-    F32(ArrayD<f32>),
-    F64(ArrayD<f64>),
-    Bool(ArrayD<bool>),
-    /// All string encodings are written back as variable-length UTF-8, as anndata does.
-    Str(ArrayD<VarLenUnicode>),
-}
-
-macro_rules! each_block {
-    ($b:expr, $a:ident => $body:expr) => {
-        match $b {
-            Block::I8($a) => $body,
-            Block::I16($a) => $body,
-            Block::I32($a) => $body,
-            Block::I64($a) => $body,
-            Block::U8($a) => $body,
-            Block::U16($a) => $body,
-            Block::U32($a) => $body,
-            Block::U64($a) => $body,
-            Block::F32($a) => $body,
-            Block::F64($a) => $body,
-            Block::Bool($a) => $body,
-            Block::Str($a) => $body,
-        }
-    };
-}
-
-fn selection(ds: &Dataset, rows: &Range<usize>) -> Vec<SliceInfoElem> {
-    let mut sel = vec![SliceInfoElem::from(rows.start as isize..rows.end as isize)];
-    sel.extend(ds.shape()[1..].iter().map(|_| SliceInfoElem::from(..)));
-    sel
-}
-
-/// Reads rows `rows` (all rows when `None`) along the first axis.
-pub fn read_rows(ds: &Dataset, rows: Option<Range<usize>>) -> Result<Block> {
-    if ds.ndim() == 0 {
-        bail!("{} is a scalar, not per-cell data", ds.name());
-    }
-    let rows = rows.unwrap_or(0..ds.shape()[0]);
-    macro_rules! rd {
-        ($t:ty, $v:ident) => {{
-            let sel = selection(ds, &rows);
-            let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(sel)?;
-            Block::$v(ds.read_slice::<$t, _, IxDyn>(info)?)
-        }};
-    }
-    Ok(match ds.dtype()?.to_descriptor()? {
-        TypeDescriptor::Integer(IntSize::U1) => rd!(i8, I8),
-        TypeDescriptor::Integer(IntSize::U2) => rd!(i16, I16),
-        TypeDescriptor::Integer(IntSize::U4) => rd!(i32, I32),
-        TypeDescriptor::Integer(IntSize::U8) => rd!(i64, I64),
-        TypeDescriptor::Unsigned(IntSize::U1) => rd!(u8, U8),
-        TypeDescriptor::Unsigned(IntSize::U2) => rd!(u16, U16),
-        TypeDescriptor::Unsigned(IntSize::U4) => rd!(u32, U32),
-        TypeDescriptor::Unsigned(IntSize::U8) => rd!(u64, U64),
-        TypeDescriptor::Float(FloatSize::U4) => rd!(f32, F32),
-        TypeDescriptor::Float(FloatSize::U8) => rd!(f64, F64),
-        TypeDescriptor::Boolean => rd!(bool, Bool),
-        TypeDescriptor::Enum(_) => rd!(bool, Bool),
-        TypeDescriptor::VarLenUnicode => rd!(VarLenUnicode, Str),
-        TypeDescriptor::VarLenAscii => {
-            let sel = selection(ds, &rows);
-            let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(sel)?;
-            let a = ds.read_slice::<VarLenAscii, _, IxDyn>(info)?;
-            Block::Str(a.mapv(|s| s.as_str().parse().unwrap_or_default()))
-        }
-        TypeDescriptor::FixedAscii(_) | TypeDescriptor::FixedUnicode(_) => {
-            let all = super::read_strings(ds)?;
-            let v: Vec<VarLenUnicode> = all[rows]
-                .iter()
-                .map(|s| s.parse().unwrap_or_default())
-                .collect();
-            Block::Str(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v)?)
-        }
-        other => bail!("{}: unsupported element type {other:?}", ds.name()),
-    })
-}
-
-fn concat(blocks: Vec<Block>) -> Result<Block> {
-    macro_rules! cat {
-        ($v:ident) => {{
-            let arrs = blocks
-                .iter()
-                .map(|b| match b {
-                    Block::$v(a) => Ok(a.view()),
-                    _ => Err(anyhow!("element types differ between files")),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Block::$v(ndarray::concatenate(Axis(0), &arrs)?)
-        }};
-    }
-    let first = blocks
-        .first()
-        .ok_or_else(|| anyhow!("nothing to concatenate"))?;
-    Ok(match first {
-        Block::I8(_) => cat!(I8),
-        Block::I16(_) => cat!(I16),
-        Block::I32(_) => cat!(I32),
-        Block::I64(_) => cat!(I64),
-        Block::U8(_) => cat!(U8),
-        Block::U16(_) => cat!(U16),
-        Block::U32(_) => cat!(U32),
-        Block::U64(_) => cat!(U64),
-        Block::F32(_) => cat!(F32),
-        Block::F64(_) => cat!(F64),
-        Block::Bool(_) => cat!(Bool),
-        Block::Str(_) => cat!(Str),
-    })
-}
-
-fn write_block(parent: &Group, name: &str, b: &Block) -> Result<Dataset> {
-    Ok(each_block!(b, a => parent.new_dataset_builder().with_data(a).create(name)?))
-}
-
-/// Copies every attribute (strings, numbers, booleans; scalar or 1-D).
-pub fn copy_attrs(src: &Location, dst: &Location) -> Result<()> {
-    for name in src.attr_names()? {
-        let a = src.attr(&name)?;
-        let scalar = a.ndim() == 0;
-        macro_rules! cp {
-            ($t:ty) => {{
-                if scalar {
-                    let v = a.read_scalar::<$t>()?;
-                    dst.new_attr::<$t>()
-                        .shape(())
-                        .create(name.as_str())?
-                        .write_scalar(&v)?;
-                } else {
-                    let v = a.read_1d::<$t>()?;
-                    dst.new_attr::<$t>()
-                        .shape(v.len())
-                        .create(name.as_str())?
-                        .write(&v)?;
-                }
-            }};
-        }
-        match a.dtype()?.to_descriptor()? {
-            TypeDescriptor::Integer(IntSize::U1) => cp!(i8),
-            TypeDescriptor::Integer(IntSize::U2) => cp!(i16),
-            TypeDescriptor::Integer(IntSize::U4) => cp!(i32),
-            TypeDescriptor::Integer(_) => cp!(i64),
-            TypeDescriptor::Unsigned(IntSize::U1) => cp!(u8),
-            TypeDescriptor::Unsigned(_) => cp!(u64),
-            TypeDescriptor::Float(FloatSize::U4) => cp!(f32),
-            TypeDescriptor::Float(_) => cp!(f64),
-            TypeDescriptor::Boolean | TypeDescriptor::Enum(_) => cp!(bool),
-            TypeDescriptor::VarLenUnicode => cp!(VarLenUnicode),
-            TypeDescriptor::VarLenAscii => cp!(VarLenAscii),
-            TypeDescriptor::FixedAscii(_) | TypeDescriptor::FixedUnicode(_) if scalar => {
-                let s: VarLenUnicode = str_attr(src, &name)?.parse().unwrap_or_default();
-                dst.new_attr::<VarLenUnicode>()
-                    .shape(())
-                    .create(name.as_str())?
-                    .write_scalar(&s)?;
-            }
-            other => log::warn!("attribute '{name}' of type {other:?} not copied"),
-        }
-    }
-    Ok(())
-}
+use super::elem::{self, encoding, set_encoding, Block};
+use super::frame::{read_compound, Frame};
+use super::sparse::{self, is_sparse, Matrix, SparseGroup};
 
 /// What happens to the cells: a range of one file, or all cells of several files in order.
 pub enum RowOp {
@@ -187,281 +20,279 @@ pub enum RowOp {
     Concat,
 }
 
-fn rows_block(srcs: &[Dataset], op: &RowOp) -> Result<Block> {
+/// Number of cells of an AnnData file (from its obs index).
+pub fn n_obs(f: &File) -> Result<usize> {
+    Ok(Frame::read_index(f, "obs")?.len())
+}
+
+fn apply_frames(frames: Vec<Frame>, op: &RowOp) -> Result<Frame> {
     match op {
-        RowOp::Slice(r) => read_rows(&srcs[0], Some(r.clone())),
-        RowOp::Concat => concat(
-            srcs.iter()
-                .map(|d| read_rows(d, None))
-                .collect::<Result<_>>()?,
-        ),
+        RowOp::Slice(r) => frames[0].slice(r.clone()),
+        RowOp::Concat => Frame::concat(&frames),
     }
 }
 
-fn datasets(srcs: &[Group], name: &str) -> Result<Vec<Dataset>> {
-    srcs.iter()
-        .map(|g| {
-            g.dataset(name)
-                .with_context(|| format!("{} lacks '{name}'", g.name()))
-        })
-        .collect()
-}
-
-fn groups(srcs: &[Group], name: &str) -> Result<Vec<Group>> {
-    srcs.iter()
-        .map(|g| {
-            g.group(name)
-                .with_context(|| format!("{} lacks '{name}'", g.name()))
-        })
-        .collect()
-}
-
-fn encoding(g: &Location) -> String {
-    str_attr(g, "encoding-type").unwrap_or_default()
-}
-
-/// obs-like dataframe: every column follows the cells; categorical categories are shared.
-fn rows_dataframe(srcs: &[Group], dst: &Group, op: &RowOp) -> Result<()> {
-    copy_attrs(&srcs[0], dst)?;
-    for name in srcs[0].member_names()? {
-        if let Ok(ds) = srcs[0].dataset(&name) {
-            let out = write_block(dst, &name, &rows_block(&datasets(srcs, &name)?, op)?)?;
-            copy_attrs(&ds, &out)?;
-            continue;
-        }
-        let gs = groups(srcs, &name)?;
-        let g = dst.create_group(&name)?;
-        copy_attrs(&gs[0], &g)?;
-        let categorical = encoding(&gs[0]) == "categorical";
-        for member in gs[0].member_names()? {
-            let ds = datasets(&gs, &member)?;
-            let block = if categorical && member == "categories" {
-                let first = super::read_strings(&ds[0])?;
-                for other in &ds[1..] {
-                    if super::read_strings(other)? != first {
-                        bail!("categorical column '{name}' has different categories in different files");
-                    }
-                }
-                read_rows(&ds[0], None)?
-            } else {
-                rows_block(&ds, op)?
-            };
-            let out = write_block(&g, &member, &block)?;
-            copy_attrs(&ds[0], &out)?;
-        }
-    }
-    Ok(())
-}
-
-/// Applies an element-wise array operation to a block, keeping its element type.
-macro_rules! map_block {
-    ($b:expr, $a:ident => $body:expr) => {
-        match $b {
-            Block::I8($a) => Block::I8($body),
-            Block::I16($a) => Block::I16($body),
-            Block::I32($a) => Block::I32($body),
-            Block::I64($a) => Block::I64($body),
-            Block::U8($a) => Block::U8($body),
-            Block::U16($a) => Block::U16($body),
-            Block::U32($a) => Block::U32($body),
-            Block::U64($a) => Block::U64($body),
-            Block::F32($a) => Block::F32($body),
-            Block::F64($a) => Block::F64($body),
-            Block::Bool($a) => Block::Bool($body),
-            Block::Str($a) => Block::Str($body),
-        }
-    };
-}
-
-/// Rows of a sparse matrix in CSR form (values keep their type; indices are int64, as anndata accepts).
-struct Csr {
-    data: Block,
-    indices: Vec<i64>,
-    indptr: Vec<i64>,
-    n_cols: i64,
-}
-
-/// Reads `rows` (all when `None`) of a CSR or CSC group as CSR. CSC has no row access, so it is read
-/// whole and transposed in memory (still sparse).
-fn load_csr(g: &Group, rows: Option<Range<usize>>) -> Result<Csr> {
-    let shape = g.attr("shape")?.read_1d::<i64>()?.to_vec();
-    let (n_rows, n_cols) = (shape[0] as usize, shape[1]);
-    let ptr = g.dataset("indptr")?.read_1d::<i64>()?.to_vec();
-    let rows = rows.unwrap_or(0..n_rows);
-    match encoding(g).as_str() {
-        "csr_matrix" => {
-            let (a, b) = (ptr[rows.start] as usize, ptr[rows.end] as usize);
-            Ok(Csr {
-                data: read_rows(&g.dataset("data")?, Some(a..b))?,
-                indices: g
-                    .dataset("indices")?
-                    .read_slice_1d::<i64, _>(a..b)?
-                    .to_vec(),
-                indptr: ptr[rows.start..=rows.end]
-                    .iter()
-                    .map(|x| x - ptr[rows.start])
-                    .collect(),
-                n_cols,
-            })
-        }
-        "csc_matrix" => {
-            let row_of = g.dataset("indices")?.read_1d::<i64>()?.to_vec();
-            let super::CscToCsr {
-                order: perm,
-                cols,
-                row_ptr,
-            } = super::CscToCsr::new(&ptr, &row_of, n_rows)?;
-            let (a, b) = (row_ptr[rows.start] as usize, row_ptr[rows.end] as usize);
-            let data = read_rows(&g.dataset("data")?, None)?;
-            let take = &perm[a..b];
-            Ok(Csr {
-                data: map_block!(&data, x => x.select(Axis(0), take)),
-                indices: cols[a..b].to_vec(),
-                indptr: row_ptr[rows.start..=rows.end]
-                    .iter()
-                    .map(|x| x - row_ptr[rows.start])
-                    .collect(),
-                n_cols,
-            })
-        }
-        other => bail!("unsupported sparse encoding '{other}'"),
+fn apply_blocks(blocks: Vec<Block>, op: &RowOp) -> Result<Block> {
+    match op {
+        RowOp::Slice(r) => blocks[0].slice(r.clone()),
+        RowOp::Concat => elem::concat(&blocks),
     }
 }
 
-/// A cells x features matrix: dense dataset, or CSR/CSC group (written back as CSR).
-fn rows_matrix(srcs: &[File], path: &str, dst: &File, op: &RowOp) -> Result<()> {
-    if srcs[0].dataset(path).is_ok() {
-        let ds: Vec<Dataset> = srcs
+/// A cells x features element (dense, sparse or a dataframe) at `path` of every source.
+fn rows_element(
+    srcs: &[File],
+    counts: &[usize],
+    path: &str,
+    dst: &Group,
+    name: &str,
+    op: &RowOp,
+) -> Result<()> {
+    let first = &srcs[0];
+    let is_frame = first.group(path).is_ok_and(|g| encoding(&g) == "dataframe");
+    if is_frame {
+        let frames = srcs
             .iter()
-            .map(|f| f.dataset(path))
-            .collect::<hdf5::Result<_>>()?;
-        let out = write_block(&dst.group("/")?, path, &rows_block(&ds, op)?)?;
-        return copy_attrs(&ds[0], &out);
+            .map(|f| Frame::read(f, path))
+            .collect::<Result<Vec<_>>>()?;
+        for (fr, &n) in frames.iter().zip(counts) {
+            if fr.n_rows() != n {
+                bail!("has {} rows but there are {n} cells", fr.n_rows());
+            }
+        }
+        return apply_frames(frames, op)?.write(dst, name);
     }
-    let gs: Vec<Group> = srcs
+    let mats = srcs
         .iter()
-        .map(|f| f.group(path))
-        .collect::<hdf5::Result<_>>()?;
-    let parts: Vec<Csr> = match op {
-        RowOp::Slice(r) => vec![load_csr(&gs[0], Some(r.clone()))?],
-        RowOp::Concat => gs
+        .zip(counts)
+        .map(|(f, &n)| Matrix::open(f, path, n))
+        .collect::<Result<Vec<_>>>()?;
+    if mats[0].is_dense() {
+        let blocks = match op {
+            RowOp::Slice(r) => vec![mats[0].dense_rows(r.clone())?],
+            RowOp::Concat => mats
+                .iter()
+                .zip(counts)
+                .map(|(m, &n)| m.dense_rows(0..n))
+                .collect::<Result<_>>()?,
+        };
+        elem::write_array(dst, name, &apply_blocks(blocks, &RowOp::Concat)?)?;
+        return Ok(());
+    }
+    let parts = match op {
+        RowOp::Slice(r) => vec![mats[0].sparse_rows(r.clone())?],
+        RowOp::Concat => mats
             .iter()
-            .map(|g| load_csr(g, None))
+            .zip(counts)
+            .map(|(m, &n)| m.sparse_rows(0..n))
             .collect::<Result<_>>()?,
     };
-    let n_cols = parts[0].n_cols;
-    if parts.iter().any(|p| p.n_cols != n_cols) {
-        bail!("'{path}' has different numbers of columns in different files");
-    }
-    let mut indptr = vec![0i64];
-    let mut indices = vec![];
-    for p in &parts {
-        let base = *indptr.last().expect("non-empty");
-        indptr.extend(p.indptr[1..].iter().map(|x| x + base));
-        indices.extend_from_slice(&p.indices);
-    }
-    let data = concat(parts.into_iter().map(|p| p.data).collect())?;
-    let n_rows = indptr.len() - 1;
-    let g = dst.create_group(path)?;
-    let out = write_block(&g, "data", &data)?;
-    let src_data = gs[0].dataset("data")?;
-    copy_attrs(&src_data, &out)?;
-    g.new_dataset_builder()
-        .with_data(&indices)
-        .create("indices")?;
-    g.new_dataset_builder()
-        .with_data(&indptr)
-        .create("indptr")?;
-    copy_attrs_except(&gs[0], &g, &["shape", "encoding-type"])?;
-    super::set_str_attr(&g, "encoding-type", "csr_matrix")?;
-    g.new_attr::<i64>()
-        .shape(2)
-        .create("shape")?
-        .write(&[n_rows as i64, n_cols])?;
-    Ok(())
+    let n_cols = mats[0].shape().1;
+    sparse::write_csr(dst, name, &parts, n_cols)
 }
 
-fn copy_attrs_except(src: &Location, dst: &Location, skip: &[&str]) -> Result<()> {
-    copy_attrs(src, dst)?;
-    for s in skip {
-        if dst.attr(s).is_ok() {
-            dst.delete_attr(s)?;
+fn dict(parent: &Group, name: &str) -> Result<Group> {
+    if let Ok(g) = parent.group(name) {
+        return Ok(g);
+    }
+    let g = parent.create_group(name)?;
+    set_encoding(&g, "dict", "0.1.0")?;
+    Ok(g)
+}
+
+/// Members of group `key` in every file; files must agree on them when merging.
+fn members(srcs: &[File], key: &str) -> Result<Vec<String>> {
+    let list = |f: &File| -> Result<BTreeSet<String>> {
+        Ok(match f.group(key) {
+            Ok(g) => g.member_names()?.into_iter().collect(),
+            Err(_) => BTreeSet::new(),
+        })
+    };
+    let first = list(&srcs[0])?;
+    for (k, f) in srcs.iter().enumerate().skip(1) {
+        let other = list(f)?;
+        if other != first {
+            bail!(
+                "{key} keys differ between files: file 1 has [{}], file {} has [{}]",
+                first.iter().cloned().collect::<Vec<_>>().join(", "),
+                k + 1,
+                other.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
         }
     }
+    Ok(first.into_iter().collect())
+}
+
+/// obsm or layers: every member follows the cells. anndata 0.6 stored obsm as one compound dataset
+/// (one field per embedding); it is written as a dict of arrays.
+fn rows_dict(srcs: &[File], counts: &[usize], key: &str, dst: &File, op: &RowOp) -> Result<()> {
+    let out = dict(dst, key)?;
+    if srcs[0].dataset(key).is_ok() {
+        let per_file = srcs
+            .iter()
+            .map(|f| read_compound(&f.dataset(key)?))
+            .collect::<Result<Vec<_>>>()?;
+        for (j, (name, _)) in per_file[0].iter().enumerate() {
+            let blocks = per_file
+                .iter()
+                .zip(counts)
+                .map(|(fields, &n)| {
+                    let (other, b) = fields.get(j).context("fields differ between files")?;
+                    if other != name || b.len() != n {
+                        bail!(
+                            "{key}: field '{name}' differs between files or has the wrong length"
+                        );
+                    }
+                    Ok(b.clone())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            elem::write_array(&out, name, &apply_blocks(blocks, op)?)?;
+        }
+        return Ok(());
+    }
+    for name in members(srcs, key)? {
+        let path = format!("{key}/{name}");
+        rows_element(srcs, counts, &path, &out, &name, op).with_context(|| path.clone())?;
+    }
     Ok(())
 }
 
-fn copy_object(src: &File, path: &str, dst: &File) -> Result<()> {
-    super::copy_object(src, path, dst, path)
+/// Copies `name` of `src` into `dst` in the current encoding: dataframes and sparse matrices are
+/// rewritten, dicts recursed, plain datasets copied (reference attributes dropped).
+pub fn copy_tree(src: &Group, name: &str, dst: &Group, dst_name: &str) -> Result<()> {
+    if let Ok(ds) = src.dataset(name) {
+        if matches!(
+            ds.dtype()?.to_descriptor(),
+            Ok(TypeDescriptor::Reference(_))
+        ) {
+            log::warn!("{}: object references cannot be copied; dropped", ds.name());
+            return Ok(());
+        }
+        return super::copy_object(src, name, dst, dst_name);
+    }
+    let g = src.group(name)?;
+    let enc = encoding(&g);
+    if enc == "dataframe" || g.link_exists("__categories") {
+        let f = g.file()?;
+        return Frame::read(&f, &g.name()).and_then(|fr| fr.write(dst, dst_name));
+    }
+    if is_sparse(&g) {
+        let s = SparseGroup::open(&g)?;
+        let m = Matrix::open(src, name, s.shape.0)?;
+        let part = m.sparse_rows(0..s.shape.0)?;
+        return sparse::write_csr(dst, dst_name, &[part], s.shape.1);
+    }
+    let out = dst.create_group(dst_name)?;
+    elem::copy_attrs(&g, &out, &[])?;
+    for m in g.member_names()? {
+        copy_tree(&g, &m, &out, &m).with_context(|| format!("{}/{m}", g.name()))?;
+    }
+    Ok(())
 }
 
 /// Writes the cells selected by `op` from `srcs` into the new file `dst`.
 pub fn write_rows(srcs: &[File], dst: &File, op: &RowOp) -> Result<()> {
     let first = &srcs[0];
-    copy_attrs(first, dst)?;
-    let obs: Vec<Group> = srcs
+    set_encoding(dst, "anndata", "0.1.0")?;
+    let counts = srcs
         .iter()
-        .map(|f| f.group("obs"))
-        .collect::<hdf5::Result<_>>()?;
-    rows_dataframe(&obs, &dst.create_group("obs")?, op).context("obs")?;
-    for key in first.member_names()? {
+        .map(n_obs)
+        .collect::<Result<Vec<_>>>()
+        .context("obs")?;
+    if let RowOp::Slice(r) = op {
+        if r.end > counts[0] || r.start > r.end {
+            bail!("cells {r:?} out of range 0..{}", counts[0]);
+        }
+    }
+    let obs = srcs
+        .iter()
+        .map(|f| Frame::read(f, "obs"))
+        .collect::<Result<Vec<_>>>()
+        .context("obs")?;
+    let obs = apply_frames(obs, op).context("obs")?;
+    if matches!(op, RowOp::Concat) {
+        let mut seen = HashSet::new();
+        let dups = obs
+            .index
+            .iter()
+            .filter(|n| !seen.insert(n.as_str()))
+            .count();
+        if dups > 0 {
+            log::warn!("{dups} obs names occur more than once in the merged file; anndata will warn too (obs_names_make_unique)");
+        }
+    }
+    obs.write(dst, "obs").context("obs")?;
+
+    // var must be the same genes in the same order in every file, or the columns would not line up.
+    for var in ["var", "raw/var", "raw.var"] {
+        if !first.link_exists(var.split('/').next().unwrap_or(var)) || !first.link_exists(var) {
+            continue;
+        }
+        let names = Frame::read_index(first, var).with_context(|| var.to_string())?;
+        for (k, f) in srcs.iter().enumerate().skip(1) {
+            if Frame::read_index(f, var).with_context(|| var.to_string())? != names {
+                bail!("{var} differs between file 1 and file {}: the files do not have the same genes in the same order", k + 1);
+            }
+        }
+    }
+    let root = first.member_names()?;
+    for key in &root {
         match key.as_str() {
             "obs" => {}
-            "X" => rows_matrix(srcs, "X", dst, op).context("X")?,
+            "var" => Frame::read(first, "var")
+                .and_then(|f| f.write(dst, "var"))
+                .context("var")?,
+            "X" => rows_element(srcs, &counts, "X", dst, "X", op).context("X")?,
             "layers" | "obsm" => {
-                let g = dst.create_group(&key)?;
-                let src = first.group(&key)?;
-                copy_attrs(&src, &g)?;
-                for name in first.group(&key)?.member_names()? {
-                    let path = format!("{key}/{name}");
-                    if first.dataset(&path).is_ok()
-                        || first
-                            .group(&path)
-                            .is_ok_and(|m| encoding(&m) == "csr_matrix")
-                    {
-                        rows_matrix(srcs, &path, dst, op).with_context(|| path.clone())?;
+                rows_dict(srcs, &counts, key, dst, op).with_context(|| key.clone())?
+            }
+            "raw" => {
+                let g = dst.create_group("raw")?;
+                for name in first.group("raw")?.member_names()? {
+                    let path = format!("raw/{name}");
+                    if name == "X" {
+                        rows_element(srcs, &counts, &path, &g, "X", op).context("raw/X")?;
                     } else {
-                        let gs: Vec<Group> = srcs
-                            .iter()
-                            .map(|f| f.group(&path))
-                            .collect::<hdf5::Result<_>>()?;
-                        rows_dataframe(&gs, &g.create_group(&name)?, op)
+                        copy_tree(&first.group("raw")?, &name, &g, &name)
                             .with_context(|| path.clone())?;
                     }
                 }
             }
-            "raw" => {
-                let g = dst.create_group("raw")?;
-                let src = first.group("raw")?;
-                copy_attrs(&src, &g)?;
-                for name in first.group("raw")?.member_names()? {
-                    let path = format!("raw/{name}");
-                    if name == "X" {
-                        rows_matrix(srcs, &path, dst, op).context("raw/X")?;
-                    } else {
-                        copy_object(first, &path, dst)?;
-                    }
+            // anndata 0.6 kept raw beside X; written as raw/ as anndata does now.
+            "raw.X" | "raw.var" | "raw.varm" => {
+                let g = dict_plain(dst, "raw")?;
+                let sub = &key[4..];
+                if sub == "X" {
+                    rows_element(srcs, &counts, key, &g, "X", op).context("raw.X")?;
+                } else if sub == "var" {
+                    Frame::read(first, key)
+                        .and_then(|f| f.write(&g, "var"))
+                        .context("raw.var")?;
+                } else {
+                    copy_tree(first, key, &g, sub).with_context(|| key.clone())?;
                 }
             }
             "obsp" => {
-                let g = dst.create_group("obsp")?;
-                let src = first.group("obsp")?;
-                copy_attrs(&src, &g)?;
+                dict(dst, "obsp")?;
                 if !first.group("obsp")?.member_names()?.is_empty() {
                     log::warn!(
                         "obsp (cell x cell graphs) cannot follow a split or merge and is dropped"
                     );
                 }
             }
-            _ => copy_object(first, &key, dst)?,
+            _ => copy_tree(first, key, dst, key).with_context(|| key.clone())?,
         }
+    }
+    // anndata 0.6 files may lack these; current readers expect them.
+    for g in ["layers", "obsm", "obsp", "varm", "varp", "uns"] {
+        dict(dst, g)?;
     }
     Ok(())
 }
 
-/// Number of cells of an AnnData file (from its obs index).
-pub fn n_obs(f: &File) -> Result<usize> {
-    let obs = f.group("obs")?;
-    let idx = str_attr(&obs, "_index").unwrap_or_else(|_| "_index".into());
-    Ok(obs.dataset(&idx)?.shape().first().copied().unwrap_or(0))
+fn dict_plain(parent: &Group, name: &str) -> Result<Group> {
+    match parent.group(name) {
+        Ok(g) => Ok(g),
+        Err(_) => Ok(parent.create_group(name)?),
+    }
 }
