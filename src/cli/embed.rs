@@ -50,8 +50,9 @@ pub struct EmbedArgs {
     /// gene otherwise. The reference's --version ce|rde is --key cell|rde.
     #[arg(long)]
     pub key: Option<String>,
-    /// Cells per forward pass. Results do not depend on it (cells are sorted by length to limit padding).
-    #[arg(long, default_value_t = 8)]
+    /// Cells per forward pass, 1 to 4096. Results do not depend on it (cells are sorted by length to
+    /// limit padding).
+    #[arg(long, default_value_t = 8, value_parser = super::count_in::<1, 4096>)]
     pub batch_size: usize,
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]

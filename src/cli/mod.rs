@@ -35,8 +35,8 @@ pub struct GlobalArgs {
     /// Never touch the network: models must already be in the cache [env: SCFOUNDATION_OFFLINE=1].
     #[arg(long, global = true)]
     pub offline: bool,
-    /// CPU threads for tensor work (default: all cores, or RAYON_NUM_THREADS).
-    #[arg(long, global = true, value_name = "N")]
+    /// CPU threads for tensor work, 1 to 1024 (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_name = "N", value_parser = count_in::<1, 1024>)]
     pub threads: Option<usize>,
 }
 
@@ -61,11 +61,21 @@ pub enum Command {
     Weights(weights::WeightsCommand),
 }
 
+/// A whole number in `LO..=HI`; clap reports anything else (including overflow) as a usage error,
+/// so no option silently wraps around to 0 or an absurd size.
+pub fn count_in<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number from {LO} to {HI}"))?;
+    if !(LO..=HI).contains(&n) {
+        return Err(format!("{n} is out of range: expected {LO} to {HI}"));
+    }
+    Ok(n)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.global.threads {
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
-        }
         // candle's CPU kernels size their rayon pool from this variable; set before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }

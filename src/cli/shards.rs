@@ -8,13 +8,14 @@ pub struct SplitArgs {
     /// Input .h5ad.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
-    /// Maximum number of cells per shard.
-    #[arg(long)]
+    /// Maximum number of cells per shard (at least 1).
+    #[arg(long, value_parser = super::count_in::<1, { usize::MAX }>)]
     pub cells_per_shard: usize,
     /// Directory for the shards.
     #[arg(long, default_value = ".")]
     pub outdir: PathBuf,
     /// Shard file names: PREFIX_00000.h5ad, PREFIX_00001.h5ad, ... (sorting by name keeps cell order).
+    /// A plain name: no '/' or '..'.
     #[arg(long, default_value = "shard")]
     pub prefix: String,
 }

@@ -87,9 +87,39 @@ impl CellStream {
         for row in rows {
             let i = self.next_cell;
             self.next_cell += 1;
+            self.check_row(i, &row)?;
             out.push((i, self.align(&row)));
         }
         Ok(out)
+    }
+
+    /// Refuses negative and non-finite values before duplicate genes are summed, where +x and -x
+    /// would cancel (or inf and -inf make NaN) and hide the problem.
+    fn check_row(&self, i: usize, row: &SparseRow) -> Result<()> {
+        for (&c, &v) in row.cols.iter().zip(&row.vals) {
+            if v.is_finite() && v >= 0.0 {
+                continue;
+            }
+            let gene = self
+                .input
+                .gene_names
+                .as_ref()
+                .and_then(|g| g.get(c as usize))
+                .map(|g| format!("gene '{g}'"))
+                .unwrap_or_else(|| format!("column {}", c + 1));
+            let why = if v.is_finite() {
+                "a negative value; expected counts or non-negative normalised expression, not scaled data"
+            } else {
+                "a non-finite value"
+            };
+            bail!(
+                "{}: cell '{}' (row {}) has {why} ({v}) for {gene}",
+                self.input.path.display(),
+                self.cell_id(i),
+                i + 1
+            );
+        }
+        Ok(())
     }
 
     fn align(&mut self, row: &SparseRow) -> AlignedCell {

@@ -151,7 +151,7 @@ impl DatasetStats {
         if totals.is_empty() {
             return Self::default();
         }
-        totals.sort_by(|a, b| a.partial_cmp(b).expect("finite totals"));
+        totals.sort_by(f64::total_cmp);
         let n = totals.len();
         let median = if n % 2 == 1 {
             totals[n / 2]

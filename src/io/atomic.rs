@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// Runs `write` on a temporary path in the target's directory and renames it into place on success.
 /// On failure the temporary file is removed and the target is untouched.
@@ -72,6 +72,8 @@ impl PendingFile {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            // Like any created file (the umask applies), not tempfile's private 0600.
+            .permissions(perms_0666())
             .tempfile_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?
             .into_temp_path();
@@ -93,12 +95,53 @@ impl PendingFile {
 
     pub fn commit(self) -> Result<()> {
         let target = self.target.clone();
-        self.tmp
-            .persist(&target)
-            .with_context(|| format!("cannot move output into place at {}", target.display()))?;
+        if let Err(e) = self.tmp.persist(&target) {
+            // Dropping the returned path deletes the temporary file now: an error travelling up to
+            // `process::exit` would otherwise keep it alive and leave it behind.
+            let cause = e.error.to_string();
+            drop(e.path);
+            bail!("cannot move output into place at {}: {cause}", target.display());
+        }
         Ok(())
     }
+
+    /// Commits several files as one output: if any rename fails, or the process is interrupted
+    /// meanwhile, the ones already in place are removed too.
+    pub fn commit_all(files: Vec<PendingFile>) -> Result<()> {
+        let targets: Vec<PathBuf> = files.iter().map(|f| f.target.clone()).collect();
+        for t in &targets {
+            track(t, true);
+        }
+        let mut done = 0;
+        let mut result = Ok(());
+        for f in files {
+            if result.is_err() {
+                drop(f);
+                continue;
+            }
+            result = f.commit();
+            if result.is_ok() {
+                done += 1;
+            }
+        }
+        if result.is_err() {
+            for t in &targets[..done] {
+                let _ = std::fs::remove_file(t);
+            }
+        }
+        for t in &targets {
+            track(t, false);
+        }
+        result
+    }
 }
+
+/// Unix only, like the HDF5 and CUDA stacks this engine is built on.
+fn perms_0666() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
 
 /// Keeps a temporary path on the interrupt list while it lives.
 struct Tracked(PathBuf);
@@ -107,4 +150,49 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         track(&self.0, false);
     }
+}
+
+/// Whether two paths name the same file (same device and inode; for a target that does not exist yet,
+/// the same canonical location).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return x.dev() == y.dev() && x.ino() == y.ino();
+    }
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let dir = parent_dir(p).canonicalize().ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Refuses an output that would overwrite one of the inputs (the input would be destroyed while
+/// still being read, or silently replaced).
+pub fn refuse_input_as_output(output: &Path, inputs: &[&Path]) -> Result<()> {
+    for i in inputs {
+        if same_file(output, i) {
+            bail!(
+                "{}: the output is the input file {}; choose another output path",
+                output.display(),
+                i.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a plain file name (no directory part, no `..`), for names that users or
+/// files supply and that become part of an output path.
+pub fn plain_name(name: &str, what: &str) -> Result<()> {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\\')
+        || name.chars().any(char::is_control)
+        || name.len() > 200
+    {
+        bail!("invalid {what} '{}': expected a plain file name without '/' or '..'", name.escape_debug());
+    }
+    Ok(())
 }

@@ -94,6 +94,10 @@ impl Input {
         if !path.exists() {
             bail!("{}: input file not found", path.display());
         }
+        if !path.is_file() {
+            // A directory, FIFO or device would fail late or block forever.
+            bail!("{}: not a regular file", path.display());
+        }
         let format = Format::of_input(path)?;
         if format != Format::H5ad
             && (choice.layer.is_some() || choice.use_raw || choice.gene_column.is_some())

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// Largest header accepted (numpy's own default limit is 10,000 bytes).
+const MAX_HEADER: usize = 1 << 16;
+
 #[derive(Debug, Clone, Copy)]
 enum Dtype {
     F4,
@@ -22,8 +25,12 @@ enum Dtype {
 
 impl Dtype {
     fn parse(descr: &str) -> Option<(Self, bool)> {
-        let (order, code) = descr.split_at(1);
-        let big = order == ">";
+        let order = descr.chars().next()?;
+        if !matches!(order, '<' | '>' | '=') {
+            return None;
+        }
+        let code = &descr[1..];
+        let big = order == '>';
         let d = match code {
             "f4" => Self::F4,
             "f8" => Self::F8,
@@ -34,7 +41,7 @@ impl Dtype {
             "i2" => Self::I2,
             "u2" => Self::U2,
             "i1" => Self::I1,
-            "u1" => Self::U1,
+            "u1" | "b1" => Self::U1,
             _ => return None,
         };
         Some((d, big))
@@ -97,16 +104,26 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
     let (hlen, pre) = match magic[6] {
         1 => {
             let mut b = [0u8; 2];
-            f.read_exact(&mut b)?;
+            f.read_exact(&mut b)
+                .with_context(|| format!("{}: truncated .npy header", path.display()))?;
             (u16::from_le_bytes(b) as usize, 10)
         }
         2 | 3 => {
             let mut b = [0u8; 4];
-            f.read_exact(&mut b)?;
+            f.read_exact(&mut b)
+                .with_context(|| format!("{}: truncated .npy header", path.display()))?;
             (u32::from_le_bytes(b) as usize, 12)
         }
         v => bail!("{}: unsupported .npy version {v}", path.display()),
     };
+    let file_len = f.metadata()?.len();
+    // numpy itself refuses headers over 10,000 bytes by default; a larger one is not an array header.
+    if hlen > MAX_HEADER || (pre + hlen) as u64 > file_len {
+        bail!(
+            "{}: .npy header length {hlen} is implausible (file has {file_len} bytes)",
+            path.display()
+        );
+    }
     let mut h = vec![0u8; hlen];
     f.read_exact(&mut h)
         .with_context(|| format!("{}: truncated .npy header", path.display()))?;
@@ -155,8 +172,13 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
         big_endian,
         is_f32: matches!(dtype, Dtype::F4),
     };
-    let need = hdr.data_offset + (hdr.shape.iter().product::<usize>() * dtype.size()) as u64;
-    let have = f.metadata()?.len();
+    let need = hdr
+        .shape
+        .iter()
+        .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+        .and_then(|n| n.checked_add(hdr.data_offset))
+        .with_context(|| format!("{}: .npy shape {:?} is too large", path.display(), hdr.shape))?;
+    let have = file_len;
     if have < need {
         bail!(
             "{}: truncated .npy file ({have} bytes, header promises {need})",

@@ -85,6 +85,7 @@ pub fn embed(
     device: &Device,
 ) -> Result<EmbedSummary> {
     let out_format = Format::of_output(output)?;
+    crate::io::atomic::refuse_input_as_output(output, &[input_path])?;
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -220,19 +221,22 @@ pub fn embed(
             }
         }
     }
+    // The sidecar is committed together with the main file, after it: never one without the other.
+    let mut outputs = vec![pending];
     if out_format == Format::Npy {
         let side = output.with_extension("npy.provenance.json");
+        crate::io::atomic::refuse_input_as_output(&side, &[input_path])?;
         let json: serde_json::Map<String, serde_json::Value> = prov
             .entries()
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        crate::io::atomic::write_bytes(
-            &side,
-            (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
-        )?;
+        let p = PendingFile::new(&side)?;
+        std::fs::write(p.path(), serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", side.display()))?;
+        outputs.push(p);
     }
-    pending.commit()?;
+    PendingFile::commit_all(outputs)?;
     Ok(EmbedSummary {
         n_cells: n,
         output_shape: shape,

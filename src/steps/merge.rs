@@ -24,6 +24,8 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<MergeSummary> {
     if Format::of_output(output)? != Format::H5ad {
         bail!("{}: merge writes .h5ad", output.display());
     }
+    let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    crate::io::atomic::refuse_input_as_output(output, &refs)?;
     let mut files = vec![];
     for p in inputs {
         if !p.exists() {
@@ -153,7 +155,12 @@ fn weighted_mean_varm(files: &[hdf5::File], counts: &[usize], dst: &hdf5::File) 
             .mapv(|v| v as f64 * n as f64);
         acc = Some(match acc {
             None => a,
-            Some(s) => s + a,
+            Some(s) if s.shape() == a.shape() => s + a,
+            Some(s) => bail!(
+                "{path} has shape {:?} in one file and {:?} in another",
+                s.shape(),
+                a.shape()
+            ),
         });
     }
     let total: usize = counts.iter().sum();

@@ -27,6 +27,7 @@ pub fn split(
     if !input.exists() {
         bail!("{}: input file not found", input.display());
     }
+    crate::io::atomic::plain_name(prefix, "--prefix")?;
     if Format::of_input(input)? != Format::H5ad {
         bail!("{}: split needs an .h5ad input", input.display());
     }
@@ -47,6 +48,7 @@ pub fn split(
     for i in 0..n_shards {
         let range = i * cells_per_shard..((i + 1) * cells_per_shard).min(n);
         let target = outdir.join(shard_name(prefix, i, n_shards));
+        crate::io::atomic::refuse_input_as_output(&target, &[input])?;
         let p = PendingFile::new(&target)?;
         let dst = h5ad::create_file(p.path())?;
         rows::write_rows(
@@ -65,10 +67,7 @@ pub fn split(
         dst.close()?;
         pending.push(p);
     }
-    let mut out = vec![];
-    for p in pending {
-        out.push(p.target().to_path_buf());
-        p.commit()?;
-    }
+    let out: Vec<PathBuf> = pending.iter().map(|p| p.target().to_path_buf()).collect();
+    PendingFile::commit_all(pending)?;
     Ok(out)
 }
