@@ -98,7 +98,10 @@ fn url_derived_file_name_is_checked() {
             "--name",
             "adhoc@1",
         ]);
-        assert!(err.contains(file) && err.contains("not a plain name"), "{err}");
+        assert!(
+            err.contains(file) && err.contains("not a plain name"),
+            "{err}"
+        );
     }
     assert!(env.server.requests("/").is_empty());
     assert!(env.cache_files().is_empty());
@@ -122,7 +125,11 @@ fn cache_manifest_pointing_outside_is_refused() {
     let input = reference("input_counts_8x19264.csv");
     let out = env.dir.path().join("o.npy");
     for (name, file, shown) in [
-        ("evil", "../../../../outside.ckpt", "../../../../outside.ckpt"),
+        (
+            "evil",
+            "../../../../outside.ckpt",
+            "../../../../outside.ckpt",
+        ),
         ("evil", outside.to_str().unwrap(), "outside.ckpt"),
         ("evil", "manifest.json", "manifest.json"),
         ("../../..", "outside.ckpt", "\"../../..\""),
@@ -305,8 +312,15 @@ fn redirect_chain_stops_at_the_limit() {
     let url = env.server.url("/loop/0/tiny_models.ckpt");
     let reg = env.registry("loop", std::slice::from_ref(&url), TINY_SHA);
     let err = env.err(&["--registry", s(&reg), "weights", "fetch", "loop@1.0"]);
-    assert!(err.contains(&url) && err.contains("more than 5 redirects"), "{err}");
-    assert_eq!(env.server.requests("/loop/").len(), 6, "the first + 5 followed");
+    assert!(
+        err.contains(&url) && err.contains("more than 5 redirects"),
+        "{err}"
+    );
+    assert_eq!(
+        env.server.requests("/loop/").len(),
+        6,
+        "the first + 5 followed"
+    );
     assert!(env.cache_files().is_empty(), "{:?}", env.cache_files());
 }
 
@@ -403,19 +417,46 @@ fn hostile_registry_json_is_a_clean_error() {
     };
     let url = r#""url": "https://example.invalid/m.ckpt""#;
     let cases: Vec<(String, &str)> = vec![
-        ("[".repeat(200_000) + &"]".repeat(200_000), "recursion limit"),
-        (r#"{"models": "#.repeat(3000) + "[]" + &"}".repeat(3000), "recursion limit"),
-        (entry(&format!(r#"{{{url}, "size": 1e400}}"#)), "out of range"),
-        (entry(&format!(r#"{{{url}, "size": 99999999999999999999999}}"#)), "expected u64"),
+        (
+            "[".repeat(200_000) + &"]".repeat(200_000),
+            "recursion limit",
+        ),
+        (
+            r#"{"models": "#.repeat(3000) + "[]" + &"}".repeat(3000),
+            "recursion limit",
+        ),
+        (
+            entry(&format!(r#"{{{url}, "size": 1e400}}"#)),
+            "out of range",
+        ),
+        (
+            entry(&format!(r#"{{{url}, "size": 99999999999999999999999}}"#)),
+            "expected u64",
+        ),
         (entry(&format!(r#"{{{url}, "size": -1}}"#)), "-1"),
         (entry(&format!(r#"{{{url}, "size": "big"}}"#)), "big"),
         (entry(&format!(r#"{{{url}, "sha256": "abc"}}"#)), "\"abc\""),
-        (entry(&format!(r#"{{{url}, "sha256": "{}"}}"#, "g".repeat(64))), "64 hex"),
-        (entry(&format!(r#"{{{url}, "sha256": [1]}}"#)), "invalid type"),
+        (
+            entry(&format!(r#"{{{url}, "sha256": "{}"}}"#, "g".repeat(64))),
+            "64 hex",
+        ),
+        (
+            entry(&format!(r#"{{{url}, "sha256": [1]}}"#)),
+            "invalid type",
+        ),
         (entry(r#"{"urls": 7}"#), "invalid type"),
-        (r#"{"models": [{"name": 5, "version": "1", "files": []}]}"#.into(), "invalid type"),
-        (r#"{"models": [{"name": "m", "version": "1", "files": {}}]}"#.into(), "invalid type"),
-        (r#"{"models": [{"name": "m", "version": "1"}]}"#.into(), "files"),
+        (
+            r#"{"models": [{"name": 5, "version": "1", "files": []}]}"#.into(),
+            "invalid type",
+        ),
+        (
+            r#"{"models": [{"name": "m", "version": "1", "files": {}}]}"#.into(),
+            "invalid type",
+        ),
+        (
+            r#"{"models": [{"name": "m", "version": "1"}]}"#.into(),
+            "files",
+        ),
         ("\"just a string\"".into(), "a JSON list of models"),
         ("{\"models\": [".into(), "EOF"),
         ("\u{feff}\u{0}".into(), "expected value"),

@@ -50,7 +50,10 @@ pub fn plain_name(s: &str) -> std::result::Result<(), String> {
     }
     // Belt and braces for platform path syntax (drive prefixes, roots).
     let mut comps = Path::new(s).components();
-    if !matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) {
+    if !matches!(
+        (comps.next(), comps.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
         return Err("not a single relative path component".into());
     }
     Ok(())
@@ -262,7 +265,14 @@ mod tests {
 
     #[test]
     fn plain_names() {
-        for ok in ["models.ckpt", "tiny_models.ckpt", "1.0", "a..b", "x.partial", "v1+cu"] {
+        for ok in [
+            "models.ckpt",
+            "tiny_models.ckpt",
+            "1.0",
+            "a..b",
+            "x.partial",
+            "v1+cu",
+        ] {
             assert!(plain_name(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(MAX_NAME_BYTES + 1);

@@ -180,7 +180,10 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
             parts.push(m);
         }
         // io::Error shows its inner error but `source` skips it; step into it explicitly.
-        cur = match x.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cur = match x
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => inner.source(),
             None => x.source(),
         };
@@ -196,7 +199,9 @@ fn reqwest_cause(e: reqwest::Error) -> String {
 fn is_timeout(e: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(x) = cur {
-        if x.downcast_ref::<reqwest::Error>().is_some_and(|r| r.is_timeout()) {
+        if x.downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_timeout())
+        {
             return true;
         }
         if let Some(io) = x.downcast_ref::<std::io::Error>() {
@@ -441,9 +446,7 @@ impl HttpAttempt<'_> {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return self.timed_out(0),
             Err(e) if e.is_redirect() => return Attempt::Fatal(anyhow!("{}", reqwest_cause(e))),
-            Err(e) => {
-                return Attempt::Transient(anyhow!("request failed: {}", reqwest_cause(e)))
-            }
+            Err(e) => return Attempt::Transient(anyhow!("request failed: {}", reqwest_cause(e))),
         };
         let status = resp.status();
         let at = if resp.url() == url {

@@ -130,9 +130,7 @@ fn entries_of(doc: serde_json::Value) -> Result<Vec<ModelEntry>> {
     };
     list.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value(v).map_err(|e| anyhow!("model entry #{}: {e}", i + 1))
-        })
+        .map(|(i, v)| serde_json::from_value(v).map_err(|e| anyhow!("model entry #{}: {e}", i + 1)))
         .collect()
 }
 
@@ -313,9 +311,7 @@ mod tests {
 
     #[test]
     fn hostile_documents_are_errors() {
-        let entry = |files: &str| {
-            format!(r#"{{"name": "m", "version": "1", "files": [{files}]}}"#)
-        };
+        let entry = |files: &str| format!(r#"{{"name": "m", "version": "1", "files": [{files}]}}"#);
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
         let deep_models = r#"{"models": "#.repeat(5000) + "[]" + &"}".repeat(5000);
         for doc in [
@@ -339,7 +335,10 @@ mod tests {
         ] {
             assert!(add(&doc).is_err(), "accepted {}", &doc[..doc.len().min(80)]);
         }
-        assert!(add(&entry(r#"{"url": "https://x/m.ckpt", "size": 18446744073709551615}"#)).is_ok());
+        assert!(add(&entry(
+            r#"{"url": "https://x/m.ckpt", "size": 18446744073709551615}"#
+        ))
+        .is_ok());
     }
 
     #[test]

@@ -305,7 +305,11 @@ pub fn files_under(p: &Path) -> Vec<String> {
 /// Asserts an ordinary error exit (status 1 with the one-line message, not a panic); returns stderr.
 pub fn expect_clean_failure(args: &[&str], o: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail cleanly: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?} should fail cleanly: {err}"
+    );
     assert!(
         err.contains("scfoundation: error:") && !err.contains("panicked"),
         "{args:?}: {err}"
