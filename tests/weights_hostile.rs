@@ -407,6 +407,20 @@ fn local_name_does_not_shadow_the_registry() {
         let out = String::from_utf8_lossy(&verify.stdout);
         assert!(verify.status.success() && out.contains("OK") && out.starts_with(TINY_SHA));
     }
+    // A bare NAME the registry knows also wins over a same-named local file, with a warning.
+    let cwd = tmp();
+    std::fs::write(cwd.path().join("scfoundation-tiny"), b"decoy").unwrap();
+    let o = env
+        .command(&["--offline", "weights", "verify", "scfoundation-tiny"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success() && out.contains("OK"), "{out} {err}");
+    assert!(err.contains("write ./scfoundation-tiny"), "{err}");
 }
 
 #[test]

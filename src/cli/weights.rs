@@ -36,6 +36,7 @@ pub enum WeightsCommand {
         stall_timeout: Option<Limit>,
     },
     /// Re-hash a cached model (NAME[@VERSION]) or any file (PATH) and compare with its recorded sha256.
+    /// NAME@VERSION always means the cache, even if a local file has that name; write ./NAME for it.
     Verify {
         model: String,
         /// Expected sha256 when verifying a PATH.
