@@ -70,6 +70,22 @@ fn env_flag(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A duration limit from the environment (see [`fetch::parse_limit`]), else `default`.
+fn env_limit(name: &str, default: std::time::Duration) -> Result<Option<std::time::Duration>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => fetch::parse_limit(&v).map_err(|e| anyhow!("{name}: {e}")),
+        _ => Ok(Some(default)),
+    }
+}
+
+/// What `--model` names: a local path, or a registry/cache model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Path(PathBuf),
+    /// `NAME` or `NAME@VERSION`.
+    Registry(String),
+}
+
 /// One file to fetch into the cache.
 struct FetchSpec<'a> {
     name: &'a str,
@@ -96,6 +112,8 @@ impl Weights {
             offline: offline || env_flag("SCFOUNDATION_OFFLINE"),
             fetch: FetchOptions {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                timeout: env_limit("SCFOUNDATION_FETCH_TIMEOUT", fetch::DEFAULT_TIMEOUT)?,
+                stall: env_limit("SCFOUNDATION_STALL_TIMEOUT", fetch::DEFAULT_STALL)?,
                 ..FetchOptions::default()
             },
         })
@@ -196,7 +214,8 @@ impl Weights {
                 return Ok(m);
             }
         }
-        let dir = self.cache.model_dir(s.name, s.version);
+        let dir = self.cache.model_dir(s.name, s.version)?;
+        cache::check_name("file name", &s.file_name)?;
         std::fs::create_dir_all(&dir)?;
         let dest = dir.join(&s.file_name);
         let wanted = fetch::Wanted {
@@ -227,7 +246,7 @@ impl Weights {
         Ok(self
             .cache
             .manifest(name, version)?
-            .filter(|m| self.cache.file_path(m).exists()))
+            .filter(|m| self.cache.file_path(m).is_ok_and(|p| p.exists())))
     }
 
     /// Copies a local file into the cache as `NAME@VERSION`, recording its sha256 (this pins an entry
@@ -258,7 +277,9 @@ impl Weights {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .ok_or_else(|| anyhow!("{}: no file name", file.display()))?;
-        let dest = self.cache.model_dir(&name, &version).join(&file_name);
+        cache::check_name("file name", &file_name)
+            .with_context(|| format!("{}: rename the file before importing", file.display()))?;
+        let dest = self.cache.model_dir(&name, &version)?.join(&file_name);
         crate::io::atomic::write_with(&dest, |tmp| {
             std::fs::copy(file, tmp)
                 .map(|_| ())
@@ -316,7 +337,7 @@ impl Weights {
                 self.cache.root().display()
             )
         })?;
-        let path = self.cache.file_path(&m);
+        let path = self.cache.file_path(&m)?;
         let actual = sha256_file(&path)?;
         if actual != m.sha256 {
             bail!(
@@ -343,21 +364,54 @@ impl Weights {
         let m = self
             .cached(&name, &version)?
             .ok_or_else(|| anyhow!("{name}@{version} is not in the cache; run `scfoundation weights fetch {name}@{version}`"))?;
-        Ok(self.cache.file_path(&m))
+        self.cache.file_path(&m)
     }
 
-    /// Resolves `--model`: an existing path, or `NAME[@VERSION]` through cache and registry (fetched
-    /// unless offline). The file is hashed once here; any mismatch is an error.
-    pub fn resolve(&self, model: &str, key: &str, expected: Option<&str>) -> Result<ModelRef> {
+    /// Decides what `--model` (or a `weights verify` argument) names:
+    /// - with a path separator (`./x`, `/data/m.ckpt`): a path;
+    /// - `NAME@VERSION`: always the registry/cache, whatever exists in the current directory;
+    /// - a bare `NAME` the registry or cache knows: that model (a same-named local file is ignored
+    ///   with a warning; write `./NAME` for it);
+    /// - anything else: a path if it exists or ends in .ckpt/.safetensors, else a registry name.
+    pub fn model_spec(&self, model: &str) -> ModelSpec {
         let p = Path::new(model);
-        if p.exists()
-            || model.contains('/')
-            || p.extension()
-                .is_some_and(|e| e == "ckpt" || e == "safetensors")
-        {
-            return resolve_path(p, key, expected);
+        if model.chars().any(std::path::is_separator) {
+            return ModelSpec::Path(p.to_path_buf());
         }
-        let (name, version) = self.pick_version(model)?;
+        match parse_model_id(model) {
+            Ok((_, Some(_))) => ModelSpec::Registry(model.to_string()),
+            Ok((name, None)) => {
+                let known = self.registry.entries().iter().any(|e| e.name == name)
+                    || self
+                        .cache
+                        .list()
+                        .is_ok_and(|l| l.iter().any(|m| m.name == name));
+                if known {
+                    if p.exists() {
+                        log::warn!("'{model}' is a registry model; ignoring the local path of the same name (write ./{model} to use it)");
+                    }
+                    ModelSpec::Registry(model.to_string())
+                } else if p.exists()
+                    || p.extension()
+                        .is_some_and(|e| e == "ckpt" || e == "safetensors")
+                {
+                    ModelSpec::Path(p.to_path_buf())
+                } else {
+                    ModelSpec::Registry(model.to_string())
+                }
+            }
+            Err(_) => ModelSpec::Path(p.to_path_buf()),
+        }
+    }
+
+    /// Resolves `--model` (see [`Weights::model_spec`]): a path, or `NAME[@VERSION]` through cache and
+    /// registry (fetched unless offline). The file is hashed once here; any mismatch is an error.
+    pub fn resolve(&self, model: &str, key: &str, expected: Option<&str>) -> Result<ModelRef> {
+        let model = match self.model_spec(model) {
+            ModelSpec::Path(p) => return resolve_path(&p, key, expected),
+            ModelSpec::Registry(id) => id,
+        };
+        let (name, version) = self.pick_version(&model)?;
         let id = format!("{name}@{version}");
         let m = match self.cached(&name, &version)? {
             Some(m) => m,

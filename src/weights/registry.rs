@@ -2,12 +2,17 @@
 //! A registry is compiled in; users add entries (their own mirrors, pinned digests) with a JSON file.
 
 use std::cmp::Ordering;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::cache::{check_name, MAX_NAME_BYTES};
+
 const BUILTIN: &str = include_str!("registry.json");
+/// A registry lists a handful of models; a larger file is a mistake or hostile, and is not read.
+pub const MAX_REGISTRY_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RegistryFile {
@@ -71,8 +76,11 @@ impl RegistryFile {
         m
     }
 
+    /// The file's name in the cache directory: `name`, else the URL's last segment. Either must be a
+    /// plain name (see [`super::cache::plain_name`]), since it is joined to the cache directory.
     pub fn file_name(&self) -> Result<String> {
         if let Some(n) = &self.name {
+            check_name("file name", n)?;
             return Ok(n.clone());
         }
         let url = self
@@ -91,6 +99,8 @@ impl RegistryFile {
         if last.is_empty() || last == "." || last == ".." {
             bail!("cannot derive a file name from '{url}'; give the file a 'name'");
         }
+        check_name("file name", &last)
+            .with_context(|| format!("the file name comes from the URL {url}"))?;
         Ok(last)
     }
 }
@@ -119,7 +129,8 @@ fn entries_of(doc: serde_json::Value) -> Result<Vec<ModelEntry>> {
         _ => bail!("a registry is a JSON list of models or an object with a 'models' list"),
     };
     list.into_iter()
-        .map(|v| serde_json::from_value(v).map_err(|e| anyhow!("invalid model entry: {e}")))
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value(v).map_err(|e| anyhow!("model entry #{}: {e}", i + 1)))
         .collect()
 }
 
@@ -131,6 +142,7 @@ pub fn parse_model_id(id: &str) -> Result<(String, Option<String>)> {
     };
     let valid = |s: &str| {
         !s.is_empty()
+            && s.len() <= MAX_NAME_BYTES
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
             && !s.starts_with('.')
@@ -166,8 +178,7 @@ impl Registry {
         r.add_json(BUILTIN, None, "built-in registry")
             .context("built-in registry is corrupt")?;
         if let Some(p) = user {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read registry {}", p.display()))?;
+            let text = read_bounded(p)?;
             let base = p
                 .canonicalize()
                 .ok()
@@ -178,21 +189,27 @@ impl Registry {
         Ok(r)
     }
 
+    /// Adds the entries of one registry document; every name that will become a cache path is
+    /// checked here, so a bad entry fails the load (naming it) before anything is fetched.
     fn add_json(&mut self, text: &str, base: Option<PathBuf>, source: &str) -> Result<()> {
         let doc: serde_json::Value = serde_json::from_str(text)?;
         let entries = entries_of(doc)?;
-        for mut e in entries {
-            parse_model_id(&e.id())?;
+        for (i, mut e) in entries.into_iter().enumerate() {
+            let at = format!("model entry #{} ({:?}@{:?})", i + 1, e.name, e.version);
+            check_name("model name", &e.name).with_context(|| at.clone())?;
+            check_name("model version", &e.version).with_context(|| at.clone())?;
+            parse_model_id(&e.id()).with_context(|| at.clone())?;
             if e.files.is_empty() {
                 bail!("entry {} lists no files", e.id());
             }
-            for f in &e.files {
+            for (j, f) in e.files.iter().enumerate() {
+                let at = format!("entry {} files[{j}]", e.id());
                 if let Some(h) = &f.sha256 {
                     if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                        bail!("entry {}: '{h}' is not a sha256", e.id());
+                        bail!("{at}: sha256 {h:?} is not 64 hex characters");
                     }
                 }
-                f.file_name()?;
+                f.file_name().with_context(|| at.clone())?;
             }
             e.base_dir = base.clone();
             e.source = source.to_string();
@@ -223,6 +240,31 @@ impl Registry {
         v.sort();
         v.join(", ")
     }
+}
+
+/// Reads a user registry, refusing one over [`MAX_REGISTRY_BYTES`] before reading it (and while
+/// reading, for files whose size is not known up front, such as pipes).
+fn read_bounded(p: &Path) -> Result<String> {
+    let cannot = || format!("cannot read registry {}", p.display());
+    let too_big = || {
+        anyhow!(
+            "registry {} is larger than {} MiB; refusing to read it",
+            p.display(),
+            MAX_REGISTRY_BYTES >> 20
+        )
+    };
+    let f = std::fs::File::open(p).with_context(cannot)?;
+    if f.metadata().with_context(cannot)?.len() > MAX_REGISTRY_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = vec![];
+    f.take(MAX_REGISTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > MAX_REGISTRY_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow!("registry {} is not UTF-8 text", p.display()))
 }
 
 #[cfg(test)]
@@ -259,5 +301,53 @@ mod tests {
             let m = r.find("m@2").unwrap().unwrap();
             assert_eq!(m.weights_file().unwrap().file_name().unwrap(), "m.ckpt");
         }
+    }
+
+    fn add(doc: &str) -> Result<Registry> {
+        let mut r = Registry::default();
+        r.add_json(doc, None, "test")?;
+        Ok(r)
+    }
+
+    #[test]
+    fn hostile_documents_are_errors() {
+        let entry = |files: &str| format!(r#"{{"name": "m", "version": "1", "files": [{files}]}}"#);
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let deep_models = r#"{"models": "#.repeat(5000) + "[]" + &"}".repeat(5000);
+        for doc in [
+            deep,
+            deep_models,
+            entry(r#"{"url": "https://x/m.ckpt", "size": 1e400}"#),
+            entry(r#"{"url": "https://x/m.ckpt", "size": 18446744073709551616}"#),
+            entry(r#"{"url": "https://x/m.ckpt", "size": -1}"#),
+            entry(r#"{"url": "https://x/m.ckpt", "size": "12"}"#),
+            entry(r#"{"url": "https://x/m.ckpt", "sha256": "zz"}"#),
+            entry(r#"{"url": "https://x/m.ckpt", "sha256": 5}"#),
+            entry(r#"{"name": "../../evil", "url": "https://x/m.ckpt"}"#),
+            entry(r#"{"name": "manifest.json", "url": "https://x/m.ckpt"}"#),
+            entry(r#"{"url": "https://x/m.ckpt.part"}"#),
+            r#"{"name": "..", "version": "1", "files": [{"url": "https://x/a"}]}"#.into(),
+            r#"{"name": "m", "version": "../1", "files": [{"url": "https://x/a"}]}"#.into(),
+            r#"{"name": "m", "version": 1, "files": [{"url": "https://x/a"}]}"#.into(),
+            r#"{"name": "m", "version": "1", "files": "x"}"#.into(),
+            "42".into(),
+            "".into(),
+        ] {
+            assert!(add(&doc).is_err(), "accepted {}", &doc[..doc.len().min(80)]);
+        }
+        assert!(add(&entry(
+            r#"{"url": "https://x/m.ckpt", "size": 18446744073709551615}"#
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn oversized_registry_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.json");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_REGISTRY_BYTES + 1).unwrap();
+        let e = format!("{:#}", Registry::load(Some(&p)).unwrap_err());
+        assert!(e.contains("larger than 16 MiB"), "{e}");
     }
 }
