@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Nextflow checks with a REAL Nextflow (25.04.4, assembled from Maven Central by ci/nextflow/nextflow.sh
-# and cached): every module for real and with -stub, then the example pipeline, all with the local
-# executor, no containers, the freshly built binary on PATH.
+# and cached): every module for real and with -stub (also on file names and prefixes with spaces and
+# quotes), a prefix with '/' refused, then the example pipeline without a profile on two CPUs
+# (resourceLimits) and with -profile test -stub, all with the local executor, no containers, the freshly
+# built binary on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,18 +18,51 @@ PY=${SCF_PYTHON:-$ROOT/.venv-ci/bin/python}
 
 run_dir() { rm -rf "$W/$1" && mkdir -p "$W/$1" && echo "$W/$1"; }
 
+# Inputs with spaces and quotes in their names (and in their directory) for the *_ODD module runs; the
+# names must match ci/nextflow/modules_test.nf. No '$': Nextflow 25.04's own staging script leaves it
+# unescaped, so no module could receive such a file.
+odd_inputs() {
+  local o="$1/odd in's"
+  mkdir -p "$o"
+  cp test-data/pbmc_tiny.h5ad "$o/pbmc tiny's \"odd\".h5ad"
+  ln -s "$ROOT/test-data/reference/tiny_models.ckpt" "$o/tiny model's.ckpt"
+  cp test-data/registry.json "$o/registry it's.json"
+  ln -s "$ROOT/test-data/reference" "$o/reference"   # the registry's relative mirror path
+  echo "$o"
+}
+
 d=$(run_dir modules)
-(cd "$d" && "$NF" run "$ROOT/ci/nextflow/modules_test.nf" -c "$ROOT/ci/nextflow/modules_test.config" --outdir "$d/results" < /dev/null)
+odd=$(odd_inputs "$d")
+(cd "$d" && "$NF" run "$ROOT/ci/nextflow/modules_test.nf" -c "$ROOT/ci/nextflow/modules_test.config" --odd_dir "$odd" --outdir "$d/results" < /dev/null)
 "$PY" ci/nextflow/check_outputs.py modules "$d/results"
 
 d=$(run_dir modules-stub)
-(cd "$d" && "$NF" run "$ROOT/ci/nextflow/modules_test.nf" -c "$ROOT/ci/nextflow/modules_test.config" -stub --outdir "$d/results" < /dev/null)
+odd=$(odd_inputs "$d")
+(cd "$d" && "$NF" run "$ROOT/ci/nextflow/modules_test.nf" -c "$ROOT/ci/nextflow/modules_test.config" -stub --odd_dir "$odd" --outdir "$d/results" < /dev/null)
 "$PY" ci/nextflow/check_outputs.py modules "$d/results" --stub
 
+# A prefix with '/' would write outside the task directory: the module must refuse it by name.
+d=$(run_dir modules-bad-prefix)
+odd=$(odd_inputs "$d")
+printf '%s\n' "process { withName: 'SCFOUNDATION_EMBED' { ext.prefix = 'sub/dir' } }" > "$d/bad_prefix.config"
+if (cd "$d" && "$NF" run "$ROOT/ci/nextflow/modules_test.nf" -c "$ROOT/ci/nextflow/modules_test.config" -c "$d/bad_prefix.config" \
+      -stub --odd_dir "$odd" --outdir "$d/results" < /dev/null > "$d/out.log" 2>&1); then
+  echo "ci/nextflow.sh: a prefix with '/' was accepted" >&2; exit 1
+fi
+grep -q "SCFOUNDATION_EMBED: task.ext.prefix 'sub/dir' contains '/'" "$d/out.log" \
+  || { cat "$d/out.log" >&2; echo "ci/nextflow.sh: no clear error for a prefix with '/'" >&2; exit 1; }
+echo "nextflow modules: a prefix with '/' is refused"
+
+# The example pipeline as on a 2-core laptop: no profile (the embedding label asks 8 CPUs, 32 GB), two CPUs
+# visible to Nextflow; resourceLimits must lower the requests (the trace shows what each task got).
 d=$(run_dir pipeline)
-(cd "$d" && "$NF" run "$ROOT/modules/examples/embed_sharded" -profile test --outdir "$d/results" < /dev/null)
+two=$("$PY" -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0))[:2])))')
+printf '%s\n' "trace { enabled = true; file = '$d/trace.tsv'; fields = 'name,status,cpus,memory,time' }" > "$d/trace.config"
+(cd "$d" && taskset -c "$two" "$NF" run "$ROOT/modules/examples/embed_sharded" -c "$d/trace.config" \
+   --input "$ROOT/test-data/pbmc_tiny.h5ad" --model scfoundation-tiny@1.0 --registry "$ROOT/test-data/registry.json" \
+   --cells_per_shard 5 --outdir "$d/results" < /dev/null)
 "$BIN/scfoundation" embed --input test-data/pbmc_tiny.h5ad --model test-data/reference/tiny_models.ckpt --output "$d/whole.h5ad"
-"$PY" ci/nextflow/check_outputs.py pipeline "$d/results" "$d/whole.h5ad"
+"$PY" ci/nextflow/check_outputs.py pipeline "$d/results" "$d/whole.h5ad" "$d/trace.tsv" "$(tr ',' '\n' <<< "$two" | wc -l)"
 
 d=$(run_dir pipeline-stub)
 (cd "$d" && "$NF" run "$ROOT/modules/examples/embed_sharded" -profile test -stub --outdir "$d/results" < /dev/null)

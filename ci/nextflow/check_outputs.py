@@ -1,8 +1,9 @@
 """Checks what the Nextflow module run and the example pipeline produced.
 
 usage: check_outputs.py modules RESULTS_DIR [--stub]
-       check_outputs.py pipeline RESULTS_DIR WHOLE_FILE_EMBEDDING.h5ad
+       check_outputs.py pipeline RESULTS_DIR WHOLE_FILE_EMBEDDING.h5ad [TRACE.tsv MAX_CPUS]
 """
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,24 @@ def same_obs(a):
     assert (a.obs["cell_type"].astype(str).values == src.obs["cell_type"].astype(str).values).all()
 
 
+# The *_ODD module runs (modules_test.nf, modules_test.config): names with spaces, quotes, $ and `.
+ODD_ID = 'pbmc tiny\'s "odd"'
+ODD_SHARD = 'shard \'q\' "s"'
+ODD_NAMES = {
+    "scfoundation_embed_odd": f"{ODD_ID}_scfoundation.h5ad",
+    "scfoundation_geneembed_odd": f"{ODD_ID}_scfoundation_genes.h5ad",
+    "scfoundation_enhance_odd": 'it\'s "enhanced" $HOME.h5ad',
+    "scfoundation_merge_odd": f"{ODD_ID} merged, it's `echo x`.h5ad",
+}
+
+
+def exact(d, name):
+    """The one file in d, with exactly this name (a quoting slip renames or drops it)."""
+    files = sorted(p.name for p in Path(d).iterdir())
+    assert files == [name], f"expected exactly [{name!r}] in {d}, found {files}"
+    return Path(d) / name
+
+
 def prov(a, **expected):
     p = dict(a.uns["scfoundation"])
     assert p["model_sha256"] == TINY_SHA, p
@@ -47,9 +66,15 @@ if mode == "modules":
     assert {l.split("\t")[0].split(":")[-1] for l in versions} >= {
         "SCFOUNDATION_WEIGHTS", "SCFOUNDATION_EMBED", "SCFOUNDATION_GENEEMBED", "SCFOUNDATION_ENHANCE",
         "SCFOUNDATION_SPLIT", "SCFOUNDATION_MERGE"}, versions
+    odd = {k: exact(results / k, v) for k, v in ODD_NAMES.items()}
+    odd_shards = sorted(p.name for p in (results / "scfoundation_split_odd" / "shards").iterdir())
+    assert {l.split("\t")[0] for l in versions} >= {"SCFOUNDATION_WEIGHTS_ODD", "SCFOUNDATION_EMBED_ODD",
+        "SCFOUNDATION_GENEEMBED_ODD", "SCFOUNDATION_ENHANCE_ODD", "SCFOUNDATION_SPLIT_ODD",
+        "SCFOUNDATION_MERGE_ODD"}, versions
     if stub:
         assert len(shards) == 2, shards
-        print("nextflow modules (stub): outputs present")
+        assert odd_shards == [f"{ODD_SHARD}_0000{i}.h5ad" for i in range(2)], odd_shards
+        print("nextflow modules (stub): outputs present, odd names intact")
         sys.exit(0)
     weights = (results / "weights.tsv").read_text().split()
     assert weights == ["tiny_models.ckpt", TINY_SHA], weights
@@ -70,7 +95,25 @@ if mode == "modules":
     m = ad.read_h5ad(outs["merge"])
     same_obs(m)
     assert (m.X != src.X).nnz == 0 and list(m.var_names) == list(src.var_names)
-    print("nextflow modules: outputs checked")
+
+    # Awkward names: the same results as the plain runs, under the exact expected names.
+    assert (results / "weights_odd.tsv").read_text().split() == ["tiny_models.ckpt", TINY_SHA]
+    oe = ad.read_h5ad(odd["scfoundation_embed_odd"])
+    same_obs(oe)
+    prov(oe, mode="cell")
+    assert np.array_equal(oe.obsm["X_scfoundation"], e.obsm["X_scfoundation"])
+    og = ad.read_h5ad(odd["scfoundation_geneembed_odd"])
+    prov(og, mode="gene")
+    assert np.array_equal(og.varm["X_scfoundation"], g.varm["X_scfoundation"])
+    ox = ad.read_h5ad(odd["scfoundation_enhance_odd"])
+    same_obs(ox)
+    prov(ox, mode="expression", checkpoint_key="rde", tgthighres="f2")  # withName also selects the alias
+    assert ox.shape == x.shape and np.array_equal(np.asarray(ox.X), np.asarray(x.X))
+    assert odd_shards == [f"{ODD_SHARD}_0000{i}.h5ad" for i in range(4)], odd_shards
+    om = ad.read_h5ad(odd["scfoundation_merge_odd"])
+    same_obs(om)
+    assert (om.X != src.X).nnz == 0
+    print("nextflow modules: outputs checked, odd file names and prefixes intact")
 elif mode == "pipeline":
     merged = ad.read_h5ad(one(results / "embeddings", "*.h5ad"))
     whole = ad.read_h5ad(sys.argv[3])
@@ -79,5 +122,20 @@ elif mode == "pipeline":
     d = np.abs(merged.obsm["X_scfoundation"] - whole.obsm["X_scfoundation"]).max()
     assert d <= 1e-5, d
     print(f"example pipeline: split/embed/merge equals embedding the whole file (max abs diff {d:.2e})")
+    if len(sys.argv) > 5:
+        # Run without -profile test: resourceLimits must have lowered the 8-CPU/32 GB embedding label.
+        import csv
+        limit = int(sys.argv[5])
+        rows = list(csv.DictReader(open(sys.argv[4]), delimiter="\t"))
+        embeds = [r for r in rows if "SCFOUNDATION_EMBED" in r["name"]]
+        assert len(embeds) == 4 and all(r["status"] == "COMPLETED" for r in rows), rows
+        assert all(int(r["cpus"]) <= limit for r in rows), [(r["name"], r["cpus"]) for r in rows]
+        assert all(int(r["cpus"]) == min(8, limit) for r in embeds), [(r["name"], r["cpus"]) for r in embeds]
+        units = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+        mem = lambda v: int(float(v.split()[0]) * units[v.split()[1]])
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        assert all(mem(r["memory"]) <= min(32 << 30, machine) for r in rows), [(r["name"], r["memory"]) for r in rows]
+        print(f"example pipeline without a profile: every task within {limit} CPUs and this machine's memory "
+              f"(embedding tasks: {embeds[0]['cpus']} CPUs, {embeds[0]['memory']})")
 else:
     sys.exit(__doc__)

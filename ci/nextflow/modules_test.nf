@@ -1,6 +1,10 @@
 /*
  * Runs every module for real on test-data/ (the binary under test on PATH, no containers), the same
  * calls as the modules' tests/main.nf.test. ci/nextflow/check_outputs.py then checks what came out.
+ *
+ * The *_ODD aliases run every module again on inputs whose names have spaces and quotes (prepared
+ * by ci/nextflow.sh in --odd_dir), with prefixes that contain quotes, '$HOME' and '$(...)'
+ * (modules_test.config): a value reaching bash unquoted breaks the task or renames an output.
  */
 include { SCFOUNDATION_WEIGHTS   } from '../../modules/scfoundation/scfoundation/weights/main'
 include { SCFOUNDATION_EMBED     } from '../../modules/scfoundation/scfoundation/embed/main'
@@ -8,11 +12,26 @@ include { SCFOUNDATION_GENEEMBED } from '../../modules/scfoundation/scfoundation
 include { SCFOUNDATION_ENHANCE   } from '../../modules/scfoundation/scfoundation/enhance/main'
 include { SCFOUNDATION_SPLIT     } from '../../modules/scfoundation/scfoundation/split/main'
 include { SCFOUNDATION_MERGE     } from '../../modules/scfoundation/scfoundation/merge/main'
+include { SCFOUNDATION_WEIGHTS   as SCFOUNDATION_WEIGHTS_ODD   } from '../../modules/scfoundation/scfoundation/weights/main'
+include { SCFOUNDATION_EMBED     as SCFOUNDATION_EMBED_ODD     } from '../../modules/scfoundation/scfoundation/embed/main'
+include { SCFOUNDATION_GENEEMBED as SCFOUNDATION_GENEEMBED_ODD } from '../../modules/scfoundation/scfoundation/geneembed/main'
+include { SCFOUNDATION_ENHANCE   as SCFOUNDATION_ENHANCE_ODD   } from '../../modules/scfoundation/scfoundation/enhance/main'
+include { SCFOUNDATION_SPLIT     as SCFOUNDATION_SPLIT_ODD     } from '../../modules/scfoundation/scfoundation/split/main'
+include { SCFOUNDATION_MERGE     as SCFOUNDATION_MERGE_ODD     } from '../../modules/scfoundation/scfoundation/merge/main'
 
 params.testdata = "${projectDir}/../../test-data"
+params.odd_dir  = null
 params.outdir   = 'results'
 
+// Must match ci/nextflow.sh and check_outputs.py.
+def ODD_H5AD    = 'pbmc tiny\'s "odd".h5ad'
+def ODD_MODEL   = 'tiny model\'s.ckpt'
+def ODD_REG     = 'registry it\'s.json'
+def TINY_SHA256 = 'c5083dd4e705f12275bd1da8177f7600a07059b2b40bd4bbfe8e3aaca59b2173'
+
 workflow {
+    if (!params.odd_dir) error "give --odd_dir (ci/nextflow.sh prepares it)"
+
     h5ad = Channel.value([ [ id:'pbmc_tiny' ], file("${params.testdata}/pbmc_tiny.h5ad", checkIfExists: true) ])
 
     SCFOUNDATION_WEIGHTS(
@@ -27,8 +46,24 @@ workflow {
     SCFOUNDATION_SPLIT(h5ad, 5)
     SCFOUNDATION_MERGE(SCFOUNDATION_SPLIT.out.shards)
 
+    // The same calls on awkward names; meta.id (the default prefix) is the file's base name.
+    def odd_file = file("${params.odd_dir}/${ODD_H5AD}", checkIfExists: true)
+    odd = Channel.value([ [ id: odd_file.baseName ], odd_file ])
+    odd_weights = Channel.value([ [ id:'tiny' ], file("${params.odd_dir}/${ODD_MODEL}", checkIfExists: true), TINY_SHA256 ])
+    SCFOUNDATION_WEIGHTS_ODD(
+        Channel.of([ [ id:'scfoundation-tiny@1.0' ], 'scfoundation-tiny@1.0' ]),
+        file("${params.odd_dir}/${ODD_REG}", checkIfExists: true)
+    )
+    SCFOUNDATION_EMBED_ODD(odd, odd_weights)
+    SCFOUNDATION_GENEEMBED_ODD(odd, odd_weights)
+    SCFOUNDATION_ENHANCE_ODD(odd, odd_weights)
+    SCFOUNDATION_SPLIT_ODD(odd, 5)
+    SCFOUNDATION_MERGE_ODD(SCFOUNDATION_SPLIT_ODD.out.shards)
+
     weights.map { meta, f, sha -> "${f.name}\t${sha}" }
         .collectFile(name: 'weights.tsv', storeDir: params.outdir, newLine: true)
+    SCFOUNDATION_WEIGHTS_ODD.out.weights.map { meta, f, sha -> "${f.name}\t${sha}" }
+        .collectFile(name: 'weights_odd.tsv', storeDir: params.outdir, newLine: true)
     Channel.topic('versions')
         .map { process, tool, version -> "${process}\t${tool}\t${version}" }
         .collectFile(name: 'versions.tsv', storeDir: params.outdir, newLine: true, sort: true)

@@ -10,7 +10,8 @@ process SCFOUNDATION_GENEEMBED {
     tuple val(meta2), path(model), val(model_sha256)
 
     output:
-    tuple val(meta), path("${prefix}.h5ad"), emit: h5ad
+    // glob: false: the prefix is a literal name, brackets or * in it are not patterns.
+    tuple val(meta), path("${prefix}.h5ad", glob: false), emit: h5ad
     tuple val("${task.process}"), val('scfoundation'), eval("scfoundation --version | sed 's/^scfoundation //'"), topic: versions, emit: versions_scfoundation
 
     when:
@@ -20,27 +21,33 @@ process SCFOUNDATION_GENEEMBED {
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
         error "SCFOUNDATION_GENEEMBED does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
+    // File names and the prefix come from users: single-quote every value that reaches bash ('\'' for a quote).
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_scfoundation_genes"
+    if (prefix.contains('/')) error "SCFOUNDATION_GENEEMBED: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
     def device = task.accelerator ? '--device cuda:0' : ''
     if ("${prefix}.h5ad" == "${h5ad}") error "SCFOUNDATION_GENEEMBED: input and output are both ${h5ad}; set a different task.ext.prefix"
+    // --opt=value: a file name starting with '-' stays a value.
     """
     scfoundation embed \\
         --threads ${task.cpus} \\
-        --input ${h5ad} \\
-        --model ${model} \\
-        --model-sha256 ${model_sha256} \\
-        --output ${prefix}.h5ad \\
+        --input=${q(h5ad)} \\
+        --model=${q(model)} \\
+        --model-sha256=${q(model_sha256)} \\
+        --output=${q(prefix + '.h5ad')} \\
         --mode gene \\
         ${device} \\
         ${args}
     """
 
     stub:
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_scfoundation_genes"
+    if (prefix.contains('/')) error "SCFOUNDATION_GENEEMBED: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
     """
     echo "--mode gene ${args}"
-    touch ${prefix}.h5ad
+    touch ${q(prefix + '.h5ad')}
     """
 }

@@ -8,7 +8,8 @@ process SCFOUNDATION_MERGE {
     tuple val(meta), path(h5ads, stageAs: 'shards/*')
 
     output:
-    tuple val(meta), path("${prefix}.h5ad"), emit: h5ad
+    // glob: false: the prefix is a literal name, brackets or * in it are not patterns.
+    tuple val(meta), path("${prefix}.h5ad", glob: false), emit: h5ad
     tuple val("${task.process}"), val('scfoundation'), eval("scfoundation --version | sed 's/^scfoundation //'"), topic: versions, emit: versions_scfoundation
 
     when:
@@ -18,20 +19,26 @@ process SCFOUNDATION_MERGE {
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
         error "SCFOUNDATION_MERGE does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
+    // File names and the prefix come from users: single-quote every value that reaches bash ('\'' for a quote).
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_merged"
+    if (prefix.contains('/')) error "SCFOUNDATION_MERGE: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
     // Cells are stacked in the order the files arrive; callers sort the shards first.
-    def files = (h5ads instanceof List ? h5ads : [h5ads]).join(' ')
+    // Staged as shards/NAME, so no file name can start with '-'.
+    def files = (h5ads instanceof List ? h5ads : [h5ads]).collect { f -> q(f) }.join(' ')
     """
     scfoundation merge \\
         ${files} \\
-        --output ${prefix}.h5ad \\
+        --output=${q(prefix + '.h5ad')} \\
         ${args}
     """
 
     stub:
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     prefix = task.ext.prefix ?: "${meta.id}_merged"
+    if (prefix.contains('/')) error "SCFOUNDATION_MERGE: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
     """
-    touch ${prefix}.h5ad
+    touch ${q(prefix + '.h5ad')}
     """
 }

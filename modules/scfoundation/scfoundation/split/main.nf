@@ -19,21 +19,27 @@ process SCFOUNDATION_SPLIT {
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
         error "SCFOUNDATION_SPLIT does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
+    // File names and the prefix come from users: single-quote every value that reaches bash ('\'' for a quote).
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     def prefix = task.ext.prefix ?: "${meta.id}"
+    if (prefix.contains('/')) error "SCFOUNDATION_SPLIT: task.ext.prefix '${prefix}' contains '/'; shards are written in the task directory"
+    // --opt=value: a file name starting with '-' stays a value.
     """
     scfoundation split \\
-        --input ${h5ad} \\
-        --cells-per-shard ${cells_per_shard} \\
+        --input=${q(h5ad)} \\
+        --cells-per-shard=${q(cells_per_shard)} \\
         --outdir shards \\
-        --prefix ${prefix} \\
+        --prefix=${q(prefix)} \\
         ${args}
     """
 
     stub:
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def prefix = task.ext.prefix ?: "${meta.id}"
+    if (prefix.contains('/')) error "SCFOUNDATION_SPLIT: task.ext.prefix '${prefix}' contains '/'; shards are written in the task directory"
     """
     mkdir -p shards
-    touch shards/${prefix}_00000.h5ad shards/${prefix}_00001.h5ad
+    touch shards/${q(prefix + '_00000.h5ad')} shards/${q(prefix + '_00001.h5ad')}
     """
 }

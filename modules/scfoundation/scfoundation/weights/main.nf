@@ -19,12 +19,14 @@ process SCFOUNDATION_WEIGHTS {
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
         error "SCFOUNDATION_WEIGHTS does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
+    // The model id and the registry file name come from users: single-quote them for bash ('\'' for a quote).
+    def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
-    def reg = registry ? "--registry ${registry}" : ''
+    def reg = registry ? "--registry=${q(registry)}" : ''
     """
-    export SCFOUNDATION_HOME=\$PWD/scfoundation_home
-    src=\$(scfoundation $reg weights fetch $model $args)
-    scfoundation $reg weights verify $model
+    export SCFOUNDATION_HOME="\$PWD/scfoundation_home"
+    src=\$(scfoundation $reg weights fetch ${q(model)} $args)
+    scfoundation $reg weights verify ${q(model)}
     mkdir -p weights
     cp "\$src" weights/
     MODEL_SHA256=\$(scfoundation weights verify "weights/\$(basename "\$src")" | cut -d' ' -f1)
