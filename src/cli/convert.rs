@@ -15,7 +15,7 @@ pub struct ConvertArgs {
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     for f in crate::steps::convert::convert(&a.model, &a.out_dir, &a.keys)? {
-        println!("{}", f.display());
+        outln!("{}", f.display());
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct EmbedArgs {
     pub input: PathBuf,
     /// Weights: NAME@VERSION from the registry (cached, fetched unless --offline), or a path to a
     /// reference models.ckpt, a .safetensors file, or a directory from `scfoundation convert`.
+    /// NAME@VERSION always means the registry, even if a local file has that name; use a path with a
+    /// separator (./NAME@VERSION) for a local file.
     #[arg(long, short = 'm')]
     pub model: String,
     /// Refuse to run unless the weights file has this sha256.

@@ -1,5 +1,19 @@
 //! Command-line interface: the one contract every Nextflow module and Galaxy tool wraps.
 
+/// `println!` for command output: a reader that goes away (`| head`) ends the command quietly, as
+/// for other Unix tools, instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(anyhow::Error::from(e).context("writing to standard output"));
+        }
+    }};
+}
+
 pub mod convert;
 pub mod embed;
 pub mod shards;
@@ -35,6 +49,16 @@ pub struct GlobalArgs {
     /// Never touch the network: models must already be in the cache [env: SCFOUNDATION_OFFLINE=1].
     #[arg(long, global = true)]
     pub offline: bool,
+    /// Model downloads give up after this long in total, across all mirrors and retries (a partial
+    /// file is kept and the next fetch resumes it). Seconds, or with a unit: 90s, 30m, 6h; 0 for no
+    /// limit [default: 6h] [env: SCFOUNDATION_FETCH_TIMEOUT].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit)]
+    pub timeout: Option<Limit>,
+    /// A download connection counts as stalled after this long without a byte (or without response
+    /// headers), then is retried, resuming; same units, 0 to wait forever [default: 60s]
+    /// [env: SCFOUNDATION_STALL_TIMEOUT].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit)]
+    pub stall_timeout: Option<Limit>,
     /// CPU threads for tensor work, 1 to 1024 (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long, global = true, value_name = "N", value_parser = count_in::<1, 1024>)]
     pub threads: Option<usize>,
@@ -42,8 +66,23 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     pub fn weights(&self) -> anyhow::Result<crate::weights::Weights> {
-        crate::weights::Weights::from_env(self.registry.as_deref(), self.offline)
+        let mut w = crate::weights::Weights::from_env(self.registry.as_deref(), self.offline)?;
+        if let Some(Limit(t)) = self.timeout {
+            w.fetch.timeout = t;
+        }
+        if let Some(Limit(t)) = self.stall_timeout {
+            w.fetch.stall = t;
+        }
+        Ok(w)
     }
+}
+
+/// A duration limit; `None` inside means "no limit" (given as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<std::time::Duration>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    crate::weights::fetch::parse_limit(s).map(Limit)
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,7 +32,7 @@ pub struct MergeArgs {
 
 pub fn split(a: SplitArgs) -> Result<()> {
     for p in crate::steps::split::split(&a.input, a.cells_per_shard, &a.outdir, &a.prefix)? {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }

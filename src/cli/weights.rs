@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -24,16 +23,6 @@ pub enum WeightsCommand {
         /// NAME@VERSION to cache a --url download under.
         #[arg(long)]
         name: Option<String>,
-        /// Give up the download after this long in total, across all mirrors and retries (a partial
-        /// file is kept and the next fetch resumes it). Seconds, or with a unit: 90s, 30m, 6h; 0 for
-        /// no limit [default: 6h] [env: SCFOUNDATION_FETCH_TIMEOUT].
-        #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
-        timeout: Option<Limit>,
-        /// Treat the connection as stalled after this long without a byte (or without response
-        /// headers), then retry, resuming; same units, 0 to wait forever [default: 60s]
-        /// [env: SCFOUNDATION_STALL_TIMEOUT].
-        #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
-        stall_timeout: Option<Limit>,
     },
     /// Re-hash a cached model (NAME[@VERSION]) or any file (PATH) and compare with its recorded sha256.
     /// NAME@VERSION always means the cache, even if a local file has that name; write ./NAME for it.
@@ -58,13 +47,6 @@ pub enum WeightsCommand {
     Remove { model: String },
 }
 
-/// A duration limit; None inside means "no limit" (given as 0).
-#[derive(Debug, Clone, Copy)]
-pub struct Limit(Option<Duration>);
-
-fn parse_limit(s: &str) -> Result<Limit, String> {
-    crate::weights::fetch::parse_limit(s).map(Limit)
-}
 
 /// Registry text shown on a terminal: control characters (escape sequences) are replaced.
 fn printable(s: &str) -> String {
@@ -74,11 +56,11 @@ fn printable(s: &str) -> String {
 }
 
 pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
-    let mut w = global.weights()?;
+    let w = global.weights()?;
     match cmd {
         WeightsCommand::List => {
             let cached = w.cache.list()?;
-            println!("# registry");
+            outln!("# registry");
             for e in w.registry.entries() {
                 let f = e.weights_file()?;
                 let state = if cached.iter().any(|m| m.id() == e.id()) {
@@ -86,7 +68,7 @@ pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
                 } else {
                     "-"
                 };
-                println!(
+                outln!(
                     "{}\t{}\tsha256={}\t{}\tlicense: {}",
                     e.id(),
                     state,
@@ -95,9 +77,9 @@ pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
                     printable(&e.license)
                 );
             }
-            println!("# cache {}", w.cache.root().display());
+            outln!("# cache {}", w.cache.root().display());
             for m in &cached {
-                println!(
+                outln!(
                     "{}\t{}\tsha256={}\t{} bytes",
                     m.id(),
                     w.cache.file_path(m)?.display(),
@@ -111,22 +93,14 @@ pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
             url,
             sha256,
             name,
-            timeout,
-            stall_timeout,
         } => {
-            if let Some(Limit(t)) = timeout {
-                w.fetch.timeout = t;
-            }
-            if let Some(Limit(t)) = stall_timeout {
-                w.fetch.stall = t;
-            }
             let m = match (model, url) {
                 (Some(_), Some(_)) => bail!("give either a registry model or --url, not both"),
                 (None, Some(u)) => w.fetch_url(&u, sha256.as_deref().unwrap_or_default(), name.as_deref().unwrap_or_default())?,
                 (Some(id), None) => w.fetch(&id, sha256.as_deref())?,
                 (None, None) => bail!("give a registry model (NAME[@VERSION]) or --url URL --sha256 HEX --name NAME@VERSION"),
             };
-            println!("{}", w.cache.file_path(&m)?.display());
+            outln!("{}", w.cache.file_path(&m)?.display());
         }
         WeightsCommand::Verify { model, sha256 } => match w.model_spec(&model) {
             ModelSpec::Path(p) => {
@@ -134,20 +108,20 @@ pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
                 if let Some(want) = sha256 {
                     crate::weights::verify::check_digest(&p, &want, &actual)?;
                 }
-                println!("{actual}  {}", p.display());
+                outln!("{actual}  {}", p.display());
             }
             ModelSpec::Registry(id) => {
                 let (m, path) = w.verify_cached(&id)?;
                 if let Some(want) = sha256 {
                     crate::weights::verify::check_digest(&path, &want, &m.sha256)?;
                 }
-                println!("{}  {}\tOK", m.sha256, path.display());
+                outln!("{}  {}\tOK", m.sha256, path.display());
             }
         },
-        WeightsCommand::Path { model } => println!("{}", w.cached_path(&model)?.display()),
+        WeightsCommand::Path { model } => outln!("{}", w.cached_path(&model)?.display()),
         WeightsCommand::Import { file, name, sha256 } => {
             let m = w.import(&file, &name, sha256.as_deref())?;
-            println!("{}\t{}", m.sha256, w.cache.file_path(&m)?.display());
+            outln!("{}\t{}", m.sha256, w.cache.file_path(&m)?.display());
         }
         WeightsCommand::Remove { model } => {
             let (name, version) = crate::weights::parse_model_id(&model)?;
@@ -160,7 +134,7 @@ pub fn run(cmd: WeightsCommand, global: &GlobalArgs) -> Result<()> {
                     w.cache.root().display()
                 );
             }
-            println!("removed {name}@{version}");
+            outln!("removed {name}@{version}");
         }
     }
     Ok(())

@@ -543,11 +543,7 @@ fn read_legacy(file: &File, ds: &Dataset) -> Result<Frame> {
         columns.push((name, col));
     }
     Ok(Frame {
-        index_name: if index_name == "index" {
-            "_index".into()
-        } else {
-            index_name
-        },
+        index_name,
         index,
         columns,
     })
