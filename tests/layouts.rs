@@ -21,7 +21,12 @@ fn py(args: &[&str]) {
     let out = Command::new(python())
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run ci/setup.sh or set SCF_PYTHON): {e}", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (run ci/setup.sh or set SCF_PYTHON): {e}",
+                python().display()
+            )
+        });
     assert!(
         out.status.success(),
         "python {args:?} failed:\n{}{}",
@@ -57,7 +62,12 @@ fn embed_keeps_obs(name: &str) {
         "--min-mapped",
         "0.5",
     ]);
-    py(&[s(&root().join("ci/check_layouts.py")), "embed", s(&input), s(&out)]);
+    py(&[
+        s(&root().join("ci/check_layouts.py")),
+        "embed",
+        s(&input),
+        s(&out),
+    ]);
 }
 
 fn split_merge_roundtrip(name: &str) {

@@ -47,7 +47,6 @@ pub enum WeightsCommand {
     Remove { model: String },
 }
 
-
 /// Registry text shown on a terminal: control characters (escape sequences) are replaced.
 fn printable(s: &str) -> String {
     s.chars()

@@ -1,7 +1,8 @@
 //! Outputs appear whole or not at all: write a temp file beside the target, then rename.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
@@ -29,39 +30,37 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
-/// Temporary outputs in flight, removed by [`remove_pending`] when the process is interrupted.
+/// Temporary outputs in flight, removed by [`remove_pending`] when the process is interrupted. Files
+/// are created, renamed and listed only while holding this lock, and the interrupt handler keeps it
+/// until the process exits, so no file can appear or move between its clean-up and the exit.
 static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Deletes every temporary output still being written (called from the SIGINT/SIGTERM handler, after
-/// which the process exits without running destructors).
-pub fn remove_pending() {
-    if let Ok(paths) = IN_FLIGHT.lock() {
-        for p in paths.iter() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+fn in_flight() -> MutexGuard<'static, Vec<PathBuf>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn track(p: &Path, on: bool) {
-    if let Ok(mut v) = IN_FLIGHT.lock() {
-        if on {
-            v.push(p.to_path_buf());
-        } else {
-            v.retain(|x| x != p);
-        }
+/// Deletes every temporary output still being written (called from the SIGINT/SIGTERM handler, after
+/// which the process exits without running destructors). The lock is never released.
+pub fn remove_pending() {
+    let guard = in_flight();
+    for p in guard.iter() {
+        let _ = std::fs::remove_file(p);
     }
+    std::mem::forget(guard);
 }
 
 /// A temporary file beside `target` for outputs written incrementally; `commit` renames it into place,
 /// dropping it uncommitted deletes it.
 pub struct PendingFile {
-    tmp: tempfile::TempPath,
+    tmp: PathBuf,
     target: PathBuf,
-    _tracked: Tracked,
+    committed: bool,
 }
 
 impl PendingFile {
     pub fn new(target: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = parent_dir(target);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
@@ -69,20 +68,29 @@ impl PendingFile {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "out".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            // Like any created file (the umask applies), not tempfile's private 0600.
-            .permissions(perms_0666())
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?
-            .into_temp_path();
-        track(&tmp, true);
-        Ok(Self {
-            _tracked: Tracked(tmp.to_path_buf()),
-            tmp,
-            target: target.to_path_buf(),
-        })
+        let mut list = in_flight();
+        loop {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+            // 0666 like any created file (the umask applies); exclusive, so nothing is clobbered.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&tmp)
+            {
+                Ok(_) => {
+                    list.push(tmp.clone());
+                    return Ok(Self {
+                        tmp,
+                        target: target.to_path_buf(),
+                        committed: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < u64::MAX => continue,
+                Err(e) => bail!("cannot create a temporary file in {}: {e}", dir.display()),
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -94,61 +102,46 @@ impl PendingFile {
     }
 
     pub fn commit(self) -> Result<()> {
-        let target = self.target.clone();
-        if let Err(e) = self.tmp.persist(&target) {
-            // Dropping the returned path deletes the temporary file now: an error travelling up to
-            // `process::exit` would otherwise keep it alive and leave it behind.
-            let cause = e.error.to_string();
-            drop(e.path);
-            bail!("cannot move output into place at {}: {cause}", target.display());
-        }
-        Ok(())
+        Self::commit_all(vec![self])
     }
 
-    /// Commits several files as one output: if any rename fails, or the process is interrupted
-    /// meanwhile, the ones already in place are removed too.
-    pub fn commit_all(files: Vec<PendingFile>) -> Result<()> {
-        let targets: Vec<PathBuf> = files.iter().map(|f| f.target.clone()).collect();
-        for t in &targets {
-            track(t, true);
-        }
-        let mut done = 0;
+    /// Commits several files as one output: all renames happen under the interrupt lock (an interrupt
+    /// waits for them), and if one fails the ones already in place are removed again.
+    pub fn commit_all(mut files: Vec<PendingFile>) -> Result<()> {
         let mut result = Ok(());
-        for f in files {
+        {
+            let mut list = in_flight();
+            let mut done: Vec<PathBuf> = vec![];
+            for f in files.iter_mut() {
+                if let Err(e) = std::fs::rename(&f.tmp, &f.target) {
+                    result = Err(anyhow::anyhow!(
+                        "cannot move output into place at {}: {e}",
+                        f.target.display()
+                    ));
+                    break;
+                }
+                f.committed = true;
+                list.retain(|p| *p != f.tmp);
+                done.push(f.target.clone());
+            }
             if result.is_err() {
-                drop(f);
-                continue;
-            }
-            result = f.commit();
-            if result.is_ok() {
-                done += 1;
+                for t in &done {
+                    let _ = std::fs::remove_file(t);
+                }
             }
         }
-        if result.is_err() {
-            for t in &targets[..done] {
-                let _ = std::fs::remove_file(t);
-            }
-        }
-        for t in &targets {
-            track(t, false);
-        }
+        drop(files);
         result
     }
 }
 
-/// Unix only, like the HDF5 and CUDA stacks this engine is built on.
-fn perms_0666() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o666)
-}
-
-
-/// Keeps a temporary path on the interrupt list while it lives.
-struct Tracked(PathBuf);
-
-impl Drop for Tracked {
+impl Drop for PendingFile {
     fn drop(&mut self) {
-        track(&self.0, false);
+        if !self.committed {
+            let mut list = in_flight();
+            let _ = std::fs::remove_file(&self.tmp);
+            list.retain(|p| *p != self.tmp);
+        }
     }
 }
 
@@ -192,7 +185,10 @@ pub fn plain_name(name: &str, what: &str) -> Result<()> {
         || name.chars().any(char::is_control)
         || name.len() > 200
     {
-        bail!("invalid {what} '{}': expected a plain file name without '/' or '..'", name.escape_debug());
+        bail!(
+            "invalid {what} '{}': expected a plain file name without '/' or '..'",
+            name.escape_debug()
+        );
     }
     Ok(())
 }

@@ -73,9 +73,10 @@ impl CsvRows {
     /// Reads the next non-blank record into `self.record`; false at the end.
     fn next_record(&mut self) -> Result<bool> {
         loop {
-            let got = self.reader.read_record(&mut self.record).map_err(|e| {
-                anyhow::anyhow!("{}: {}", self.path.display(), describe(&e))
-            })?;
+            let got = self
+                .reader
+                .read_record(&mut self.record)
+                .map_err(|e| anyhow::anyhow!("{}: {}", self.path.display(), describe(&e)))?;
             if !got {
                 return Ok(false);
             }

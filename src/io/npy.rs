@@ -177,7 +177,13 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
         .iter()
         .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
         .and_then(|n| n.checked_add(hdr.data_offset))
-        .with_context(|| format!("{}: .npy shape {:?} is too large", path.display(), hdr.shape))?;
+        .with_context(|| {
+            format!(
+                "{}: .npy shape {:?} is too large",
+                path.display(),
+                hdr.shape
+            )
+        })?;
     let have = file_len;
     if have < need {
         bail!(

@@ -235,6 +235,21 @@ pub fn write_rows(srcs: &[File], dst: &File, op: &RowOp) -> Result<()> {
             }
         }
     }
+    // The files must hold the same kinds of per-cell data, or part of the merge would silently lack it.
+    for key in ["X", "raw", "raw.X", "layers", "obsm"] {
+        let has: Vec<bool> = srcs.iter().map(|f| f.link_exists(key)).collect();
+        if let Some(k) = has.iter().position(|&h| h != has[0]) {
+            bail!(
+                "'{key}' is {} file 1 but {} file {}",
+                if has[0] { "in" } else { "missing from" },
+                if has[k] { "in" } else { "missing from" },
+                k + 1
+            );
+        }
+        if has[0] && (key == "layers" || key == "obsm") && srcs[0].group(key).is_ok() {
+            members(srcs, key)?;
+        }
+    }
     let root = first.member_names()?;
     for key in &root {
         match key.as_str() {
