@@ -374,6 +374,31 @@ fn non_regular_inputs_fail_fast() {
         s(d.path()),
     ]);
     assert!(err.contains("not a regular file"), "{err}");
+    // A model or registry that is a FIFO would block while being hashed or read.
+    let m = d.path().join("m.ckpt");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&m)
+        .status()
+        .unwrap()
+        .success());
+    let err = run_err(&[
+        "embed",
+        "--input",
+        s(&test_data("pbmc_tiny.h5ad")),
+        "--model",
+        s(&m),
+        "--output",
+        s(&d.path().join("o.h5ad")),
+    ]);
+    assert!(err.contains("not a regular file"), "{err}");
+    let r = d.path().join("r.json");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&r)
+        .status()
+        .unwrap()
+        .success());
+    let err = run_err(&["--registry", s(&r), "weights", "list"]);
+    assert!(err.contains("not a regular file"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20));
     let dir = d.path().join("dir.csv");
     std::fs::create_dir(&dir).unwrap();

@@ -192,3 +192,16 @@ pub fn plain_name(name: &str, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Opens a regular file for reading. A FIFO, device or directory is refused at once: reading one
+/// would block forever or never end (a hashed model, a registry, an input).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    std::fs::File::open(path)
+}

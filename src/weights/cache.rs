@@ -141,7 +141,7 @@ impl Cache {
             "remove the model (`scfoundation weights remove {name}@{version}`) and fetch it again"
         );
         let mut text = String::new();
-        File::open(&p)
+        crate::io::atomic::open_regular(&p)
             .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text))
             .with_context(|| format!("reading {}", p.display()))?;
         if text.len() as u64 > MAX_MANIFEST_BYTES {

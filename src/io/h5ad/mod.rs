@@ -2,10 +2,10 @@
 //! `__categories` and object references, the anndata 0.6 compound dataframes, `raw/` and `raw.X`, old
 //! `h5sparse` attributes); everything written is in the current anndata encoding.
 //!
-//! - [`elem`]: typed arrays, strings, attributes and the allocation guard;
-//! - [`sparse`]: dense and sparse matrices, one validated path;
-//! - [`frame`]: dataframes;
-//! - [`read`]: the streaming cell reader; [`write`]: the output writer; [`rows`]: split and merge.
+//! - `elem`: typed arrays, strings, attributes and the allocation guard;
+//! - `sparse`: dense and sparse matrices, one validated path;
+//! - `frame`: dataframes;
+//! - `read`: the streaming cell reader; `write`: the output writer; `rows`: split and merge.
 
 use std::path::Path;
 
