@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod fsutil;
 pub mod io;
 pub mod model;
 pub mod progress;

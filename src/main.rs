@@ -2,10 +2,16 @@ use clap::Parser;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // An empty variable counts as unset (a workflow may export it empty); clap would reject it.
+    for v in scfoundation::cli::ENV_OPTIONS {
+        if std::env::var_os(v).is_some_and(|x| x.is_empty()) {
+            std::env::remove_var(v);
+        }
+    }
     let cli = scfoundation::cli::Cli::parse();
     // An interrupted run (Ctrl-C, a workflow manager's SIGTERM) leaves no partial output behind.
     let _ = ctrlc::set_handler(|| {
-        scfoundation::io::atomic::remove_pending();
+        scfoundation::fsutil::remove_pending();
         eprintln!("scfoundation: interrupted; partial output removed");
         std::process::exit(130);
     });

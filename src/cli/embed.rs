@@ -32,22 +32,22 @@ pub struct EmbedArgs {
     /// cell: pooled encoder embedding per cell; gene: decoder embedding of every gene in every cell;
     /// expression: predicted expression of all 19,264 genes.
     #[arg(long, value_enum, default_value = "cell")]
-    pub mode: Mode,
+    pub mode: CliMode,
     /// Cell pooling: all = [S, T, max, mean] (4 x width), max = max over all tokens.
     #[arg(long, value_enum, default_value = "all")]
-    pub pool: Pool,
+    pub pool: CliPool,
     /// Gene mode output: full (cells x genes x width) or mean over cells (genes x width, h5ad varm).
     #[arg(long, value_enum, default_value = "full")]
-    pub gene_embedding: GeneEmbedding,
+    pub gene_embedding: CliGeneEmbedding,
     /// Target resolution token T: tX sets T=X, fX sets T=log10(total*X), aX sets T=log10(total)+X.
     #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
     pub tgthighres: TargetResolution,
     /// F: raw counts (normalised here); T: already normalised; A: normalised with the total count as the last column.
     #[arg(long, value_enum, default_value = "F", ignore_case = true)]
-    pub pre_normalized: PreNormalized,
+    pub pre_normalized: CliPreNormalized,
     /// singlecell, or bulk (raw counts normalised to the file's median total, T = S = log10 sum).
     #[arg(long, value_enum, default_value = "singlecell")]
-    pub input_type: InputType,
+    pub input_type: CliInputType,
     /// Checkpoint entry: cell, rde (read-depth enhancement) or gene. Default: cell for --mode cell,
     /// gene otherwise. The reference's --version ce|rde is --key cell|rde.
     #[arg(long)]
@@ -73,6 +73,61 @@ pub struct EmbedArgs {
     pub device: String,
 }
 
+/// The library's enums carry no CLI concerns; these mirror them for clap (names, help) and map onto them.
+macro_rules! cli_enum {
+    ($cli:ident => $lib:ty { $($(#[$m:meta])* $v:ident => $lv:expr),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+        pub enum $cli {
+            $($(#[$m])* $v),+
+        }
+        impl From<$cli> for $lib {
+            fn from(c: $cli) -> Self {
+                match c {
+                    $($cli::$v => $lv),+
+                }
+            }
+        }
+    };
+}
+
+cli_enum!(CliMode => Mode {
+    /// One vector per cell from the encoder (pooled).
+    Cell => Mode::Cell,
+    /// Per-cell context embeddings of all 19,264 genes from the decoder.
+    Gene => Mode::Gene,
+    /// Predicted expression of all 19,264 genes (the pretraining head).
+    Expression => Mode::Expression,
+});
+
+cli_enum!(CliPool => Pool {
+    /// [S token, T token, max over genes, mean over genes]: 4 x encoder width.
+    All => Pool::All,
+    /// Max over all encoder positions: 1 x encoder width.
+    Max => Pool::Max,
+});
+
+cli_enum!(CliGeneEmbedding => GeneEmbedding {
+    /// Cells x genes x width.
+    Full => GeneEmbedding::Full,
+    /// Mean over cells: genes x width (into varm for h5ad).
+    Mean => GeneEmbedding::Mean,
+});
+
+cli_enum!(CliInputType => InputType {
+    #[value(name = "singlecell")]
+    SingleCell => InputType::SingleCell,
+    Bulk => InputType::Bulk,
+});
+
+cli_enum!(CliPreNormalized => PreNormalized {
+    #[value(name = "F")]
+    F => PreNormalized::F,
+    #[value(name = "T")]
+    T => PreNormalized::T,
+    #[value(name = "A")]
+    A => PreNormalized::A,
+});
+
 fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
@@ -84,19 +139,19 @@ pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
     let key = a
         .key
         .clone()
-        .unwrap_or_else(|| EmbedOptions::default_key(a.mode).to_string());
+        .unwrap_or_else(|| EmbedOptions::default_key(a.mode.into()).to_string());
     let device = crate::device::parse(&a.device)?;
     crate::io::Format::of_output(&a.output)?;
     let model = global
         .weights()?
         .resolve(&a.model, &key, a.model_sha256.as_deref())?;
     let opts = EmbedOptions {
-        mode: a.mode,
-        pool: a.pool,
-        gene_embedding: a.gene_embedding,
+        mode: a.mode.into(),
+        pool: a.pool.into(),
+        gene_embedding: a.gene_embedding.into(),
         preprocess: PreprocessOptions {
-            input_type: a.input_type,
-            pre_normalized: a.pre_normalized,
+            input_type: a.input_type.into(),
+            pre_normalized: a.pre_normalized.into(),
             tgthighres: a.tgthighres,
         },
         key,

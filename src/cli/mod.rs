@@ -39,25 +39,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Environment variables that stand in for global options.
+pub const ENV_OPTIONS: [&str; 4] = [
+    "SCFOUNDATION_REGISTRY",
+    "SCFOUNDATION_OFFLINE",
+    "SCFOUNDATION_FETCH_TIMEOUT",
+    "SCFOUNDATION_STALL_TIMEOUT",
+];
+
 /// Options every subcommand understands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
-    /// Extra model registry (JSON) whose entries add to or override the built-in ones
-    /// [env: SCFOUNDATION_REGISTRY].
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Extra model registry (JSON) whose entries add to or override the built-in ones.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SCFOUNDATION_REGISTRY"
+    )]
     pub registry: Option<std::path::PathBuf>,
-    /// Never touch the network: models must already be in the cache [env: SCFOUNDATION_OFFLINE=1].
-    #[arg(long, global = true)]
+    /// Never touch the network: models must already be in the cache (env: 1/true/yes/on).
+    #[arg(long, global = true, env = "SCFOUNDATION_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub offline: bool,
     /// Model downloads give up after this long in total, across all mirrors and retries (a partial
     /// file is kept and the next fetch resumes it). Seconds, or with a unit: 90s, 30m, 6h; 0 for no
-    /// limit [default: 6h] [env: SCFOUNDATION_FETCH_TIMEOUT].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit)]
+    /// limit [default: 6h].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit, env = "SCFOUNDATION_FETCH_TIMEOUT")]
     pub timeout: Option<Limit>,
     /// A download connection counts as stalled after this long without a byte (or without response
     /// headers), then is retried, resuming; same units, 0 to wait forever [default: 60s]
-    /// [env: SCFOUNDATION_STALL_TIMEOUT].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit, env = "SCFOUNDATION_STALL_TIMEOUT")]
     pub stall_timeout: Option<Limit>,
     /// CPU threads for tensor work, 1 to 1024 (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long, global = true, value_name = "N", value_parser = count_in::<1, 1024>)]
@@ -66,14 +77,17 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     pub fn weights(&self) -> anyhow::Result<crate::weights::Weights> {
-        let mut w = crate::weights::Weights::from_env(self.registry.as_deref(), self.offline)?;
+        let mut fetch = crate::weights::fetch::FetchOptions {
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ..Default::default()
+        };
         if let Some(Limit(t)) = self.timeout {
-            w.fetch.timeout = t;
+            fetch.timeout = t;
         }
         if let Some(Limit(t)) = self.stall_timeout {
-            w.fetch.stall = t;
+            fetch.stall = t;
         }
-        Ok(w)
+        crate::weights::Weights::open(self.registry.as_deref(), self.offline, fetch)
     }
 }
 

@@ -15,22 +15,18 @@ pub const S_POSITION: u32 = N_GENES as u32 + 1;
 /// Length of the full input vector: genes + T + S.
 pub const FULL_LEN: usize = N_GENES + 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputType {
-    #[value(name = "singlecell")]
     SingleCell,
     Bulk,
 }
 
 /// Whether values are raw counts (F), already normalised (T), or normalised with the total count
 /// appended as the last column (A).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreNormalized {
-    #[value(name = "F")]
     F,
-    #[value(name = "T")]
     T,
-    #[value(name = "A")]
     A,
 }
 

@@ -1,7 +1,6 @@
 //! File formats. Readers stream cells as sparse rows over the input's own columns; writers write
 //! atomically (temp file + rename).
 
-pub mod atomic;
 pub mod csv;
 pub mod h5ad;
 pub mod npy;

@@ -35,7 +35,7 @@ impl CheckpointFormat {
             return Ok(Self::ConvertedDir);
         }
         let mut magic = [0u8; 4];
-        let mut f = crate::io::atomic::open_regular(path)
+        let mut f = crate::fsutil::open_regular(path)
             .with_context(|| format!("cannot open model file {}", path.display()))?;
         let n = f.read(&mut magic)?;
         if n >= 2 && &magic[..2] == b"PK" {
@@ -126,7 +126,7 @@ pub fn converted_file(dir: &Path, key: &str) -> PathBuf {
 }
 
 fn read_pickle_root(path: &Path) -> Result<Object> {
-    let file = crate::io::atomic::open_regular(path)?;
+    let file = crate::fsutil::open_regular(path)?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .with_context(|| format!("{} is not a torch zip checkpoint", path.display()))?;
     let pkl = find_pkl(&zip)
@@ -185,7 +185,7 @@ fn load_ckpt(path: &Path, key: &str) -> Result<CheckpointEntry> {
         .ok_or_else(|| anyhow!("entry '{key}' has no 'state_dict'"))?;
     let sd = as_dict(sd).ok_or_else(|| anyhow!("entry '{key}' state_dict is not a dict"))?;
 
-    let file = crate::io::atomic::open_regular(path)?;
+    let file = crate::fsutil::open_regular(path)?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))?;
     let pkl = find_pkl(&zip).ok_or_else(|| anyhow!("no data.pkl"))?;
     let dir = PathBuf::from(pkl.strip_suffix(".pkl").unwrap_or(&pkl));
@@ -278,7 +278,7 @@ fn pickle_to_json(o: &Object) -> Result<Value> {
 }
 
 fn safetensors_metadata(path: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
-    let mut f = crate::io::atomic::open_regular(path)
+    let mut f = crate::fsutil::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
@@ -384,12 +384,12 @@ impl CheckpointEntry {
             .map(|n| (n.as_str(), &self.tensors[*n]))
             .collect();
         let target = converted_file(dir, &self.key);
-        crate::io::atomic::write_with(&target, |p| {
+        crate::fsutil::write_with(&target, |p| {
             safetensors::serialize_to_file(data.clone(), Some(meta.clone()), p)
                 .map_err(|e| anyhow!("{e}"))
         })?;
         let cfg = serde_json::to_string_pretty(&self.raw_config)? + "\n";
-        crate::io::atomic::write_bytes(
+        crate::fsutil::write_bytes(
             &dir.join(format!("{}.config.json", self.key)),
             cfg.as_bytes(),
         )

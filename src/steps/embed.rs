@@ -7,14 +7,15 @@ use candle_core::{Device, Tensor};
 
 use crate::data::preprocess::{self, CellTokens, FULL_LEN};
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized, PreprocessOptions, N_GENES};
+use crate::fsutil::PendingFile;
 use crate::io::h5ad::{ArrayOut, H5adWriter, ObsSource};
 use crate::io::npy::NpyWriter;
-use crate::io::{atomic::PendingFile, Format, Input, MatrixChoice};
+use crate::io::{Format, Input, MatrixChoice};
 use crate::model::{encoder_batch, load_entry, MaeAutobin};
 use crate::provenance::Provenance;
 use crate::weights::ModelRef;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// One vector per cell from the encoder (pooled).
     Cell,
@@ -24,7 +25,7 @@ pub enum Mode {
     Expression,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
     /// [S token, T token, max over genes, mean over genes]: 4 x encoder width.
     All,
@@ -32,7 +33,7 @@ pub enum Pool {
     Max,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeneEmbedding {
     /// Cells x genes x width.
     Full,
@@ -85,7 +86,7 @@ pub fn embed(
     device: &Device,
 ) -> Result<EmbedSummary> {
     let out_format = Format::of_output(output)?;
-    crate::io::atomic::refuse_input_as_output(output, &[input_path])?;
+    crate::fsutil::refuse_input_as_output(output, &[input_path])?;
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -225,7 +226,7 @@ pub fn embed(
     let mut outputs = vec![pending];
     if out_format == Format::Npy {
         let side = output.with_extension("npy.provenance.json");
-        crate::io::atomic::refuse_input_as_output(&side, &[input_path])?;
+        crate::fsutil::refuse_input_as_output(&side, &[input_path])?;
         let json: serde_json::Map<String, serde_json::Value> = prov
             .entries()
             .iter()

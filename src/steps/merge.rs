@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::io::atomic::PendingFile;
+use crate::fsutil::PendingFile;
 use crate::io::h5ad::{self, rows};
 use crate::io::Format;
 
@@ -25,7 +25,7 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<MergeSummary> {
         bail!("{}: merge writes .h5ad", output.display());
     }
     let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    crate::io::atomic::refuse_input_as_output(output, &refs)?;
+    crate::fsutil::refuse_input_as_output(output, &refs)?;
     let mut files = vec![];
     for p in inputs {
         if !p.exists() {

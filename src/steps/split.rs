@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::io::atomic::PendingFile;
+use crate::fsutil::PendingFile;
 use crate::io::h5ad::{self, rows};
 use crate::io::Format;
 use crate::provenance::Provenance;
@@ -27,7 +27,7 @@ pub fn split(
     if !input.exists() {
         bail!("{}: input file not found", input.display());
     }
-    crate::io::atomic::plain_name(prefix, "--prefix")?;
+    crate::fsutil::plain_name(prefix, "--prefix")?;
     if Format::of_input(input)? != Format::H5ad {
         bail!("{}: split needs an .h5ad input", input.display());
     }
@@ -48,7 +48,7 @@ pub fn split(
     for i in 0..n_shards {
         let range = i * cells_per_shard..((i + 1) * cells_per_shard).min(n);
         let target = outdir.join(shard_name(prefix, i, n_shards));
-        crate::io::atomic::refuse_input_as_output(&target, &[input])?;
+        crate::fsutil::refuse_input_as_output(&target, &[input])?;
         let p = PendingFile::new(&target)?;
         let dst = h5ad::create_file(p.path())?;
         rows::write_rows(

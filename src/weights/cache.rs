@@ -141,7 +141,7 @@ impl Cache {
             "remove the model (`scfoundation weights remove {name}@{version}`) and fetch it again"
         );
         let mut text = String::new();
-        crate::io::atomic::open_regular(&p)
+        crate::fsutil::open_regular(&p)
             .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text))
             .with_context(|| format!("reading {}", p.display()))?;
         if text.len() as u64 > MAX_MANIFEST_BYTES {
@@ -179,7 +179,7 @@ impl Cache {
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
         check_name("file", &m.file)?;
         let text = serde_json::to_string_pretty(m)? + "\n";
-        crate::io::atomic::write_bytes(&self.manifest_path(&m.name, &m.version)?, text.as_bytes())
+        crate::fsutil::write_bytes(&self.manifest_path(&m.name, &m.version)?, text.as_bytes())
     }
 
     /// Blocks until this process holds the model's lock.

@@ -362,7 +362,7 @@ fn verify_part(part: &Path, w: &Wanted) -> Result<()> {
 /// cannot fill the disk).
 fn local_attempt(src: &Path, part: &Path, limit: u64) -> Attempt {
     let copy = || -> std::io::Result<u64> {
-        let from = crate::io::atomic::open_regular(src)?;
+        let from = crate::fsutil::open_regular(src)?;
         let mut to = File::create(part)?;
         let n = std::io::copy(&mut from.take(limit.saturating_add(1)), &mut to)?;
         to.flush()?;

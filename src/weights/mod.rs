@@ -64,20 +64,6 @@ pub struct Weights {
     pub fetch: FetchOptions,
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name)
-        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
-}
-
-/// A duration limit from the environment (see [`fetch::parse_limit`]), else `default`.
-fn env_limit(name: &str, default: std::time::Duration) -> Result<Option<std::time::Duration>> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => fetch::parse_limit(&v).map_err(|e| anyhow!("{name}: {e}")),
-        _ => Ok(Some(default)),
-    }
-}
-
 /// What `--model` names: a local path, or a registry/cache model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
@@ -99,23 +85,13 @@ struct FetchSpec<'a> {
 }
 
 impl Weights {
-    /// `registry`: `--registry` (else `SCFOUNDATION_REGISTRY`); offline: `--offline` or
-    /// `SCFOUNDATION_OFFLINE=1`.
-    pub fn from_env(registry: Option<&Path>, offline: bool) -> Result<Self> {
-        let env_reg = std::env::var_os("SCFOUNDATION_REGISTRY")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        let reg = registry.map(Path::to_path_buf).or(env_reg);
+    /// The built-in registry plus an optional user registry file, the default cache, and how to fetch.
+    pub fn open(registry: Option<&Path>, offline: bool, fetch: FetchOptions) -> Result<Self> {
         Ok(Self {
-            registry: Registry::load(reg.as_deref())?,
+            registry: Registry::load(registry)?,
             cache: Cache::open_default()?,
-            offline: offline || env_flag("SCFOUNDATION_OFFLINE"),
-            fetch: FetchOptions {
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                timeout: env_limit("SCFOUNDATION_FETCH_TIMEOUT", fetch::DEFAULT_TIMEOUT)?,
-                stall: env_limit("SCFOUNDATION_STALL_TIMEOUT", fetch::DEFAULT_STALL)?,
-                ..FetchOptions::default()
-            },
+            offline,
+            fetch,
         })
     }
 
@@ -280,7 +256,7 @@ impl Weights {
         cache::check_name("file name", &file_name)
             .with_context(|| format!("{}: rename the file before importing", file.display()))?;
         let dest = self.cache.model_dir(&name, &version)?.join(&file_name);
-        crate::io::atomic::write_with(&dest, |tmp| {
+        crate::fsutil::write_with(&dest, |tmp| {
             std::fs::copy(file, tmp)
                 .map(|_| ())
                 .with_context(|| format!("copying {}", file.display()))

@@ -253,7 +253,7 @@ fn read_bounded(p: &Path) -> Result<String> {
             MAX_REGISTRY_BYTES >> 20
         )
     };
-    let f = crate::io::atomic::open_regular(p).with_context(cannot)?;
+    let f = crate::fsutil::open_regular(p).with_context(cannot)?;
     if f.metadata().with_context(cannot)?.len() > MAX_REGISTRY_BYTES {
         return Err(too_big());
     }

@@ -11,7 +11,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = crate::io::atomic::open_regular(path)
+    let mut f = crate::fsutil::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

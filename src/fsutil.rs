@@ -1,4 +1,5 @@
-//! Outputs appear whole or not at all: write a temp file beside the target, then rename.
+//! File-system helpers every module uses: outputs appear whole or not at all (a temp file beside the
+//! target, then rename), inputs must be regular files, names that become paths are plain names.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
