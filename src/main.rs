@@ -1,7 +1,6 @@
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     // An empty variable counts as unset (a workflow may export it empty); clap would reject it.
     for v in scfoundation::cli::ENV_OPTIONS {
         if std::env::var_os(v).is_some_and(|x| x.is_empty()) {
@@ -9,6 +8,13 @@ fn main() {
         }
     }
     let cli = scfoundation::cli::Cli::parse();
+    scfoundation::progress::set_mode(cli.global.progress.into());
+    // Without a terminal (workflow jobs) progress and phases are info logs, so show them by default.
+    let default = match scfoundation::progress::mode() {
+        scfoundation::progress::ProgressMode::Log => "warn,scfoundation=info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     // An interrupted run (Ctrl-C, a workflow manager's SIGTERM) leaves no partial output behind.
     let _ = ctrlc::set_handler(|| {
         scfoundation::fsutil::remove_pending();

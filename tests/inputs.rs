@@ -72,8 +72,13 @@ fn same_input_gives_identical_bytes() {
 
 fn assert_clean_failure(args: &[&str], out: &Path, needles: &[&str]) {
     let err = run_err(args);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    // Info logs (progress, phases) may precede it; the error itself is one line.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("scfoundation: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "error should mention '{n}': {err}");
     }

@@ -286,8 +286,13 @@ fn bad_limit_values_are_refused() {
         .env("SCFOUNDATION_STALL_TIMEOUT", "-5")
         .output()
         .unwrap();
-    let err = expect_clean_failure(&args, &o);
-    assert!(err.contains("SCFOUNDATION_STALL_TIMEOUT"), "{err}");
+    // A bad value is a usage error (clap's exit status 2), naming the variable.
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("SCFOUNDATION_STALL_TIMEOUT") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -163,12 +163,6 @@ pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
             gene_column: a.gene_column,
         },
     };
-    let summary = embed(&a.input, &model, &a.output, &opts, &device)?;
-    log::info!(
-        "{}: {} cells, output shape {:?}",
-        a.output.display(),
-        summary.n_cells,
-        summary.output_shape
-    );
+    embed(&a.input, &model, &a.output, &opts, &device)?;
     Ok(())
 }

@@ -64,12 +64,15 @@ pub struct GlobalArgs {
     /// Model downloads give up after this long in total, across all mirrors and retries (a partial
     /// file is kept and the next fetch resumes it). Seconds, or with a unit: 90s, 30m, 6h; 0 for no
     /// limit [default: 6h].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit, env = "SCFOUNDATION_FETCH_TIMEOUT")]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout, env = "SCFOUNDATION_FETCH_TIMEOUT")]
     pub timeout: Option<Limit>,
     /// A download connection counts as stalled after this long without a byte (or without response
     /// headers), then is retried, resuming; same units, 0 to wait forever [default: 60s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_limit, env = "SCFOUNDATION_STALL_TIMEOUT")]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_stall, env = "SCFOUNDATION_STALL_TIMEOUT")]
     pub stall_timeout: Option<Limit>,
+    /// Progress report: auto (a bar on a terminal, periodic info logs otherwise), bar, log or none.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub progress: CliProgress,
     /// CPU threads for tensor work, 1 to 1024 (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long, global = true, value_name = "N", value_parser = count_in::<1, 1024>)]
     pub threads: Option<usize>,
@@ -78,7 +81,7 @@ pub struct GlobalArgs {
 impl GlobalArgs {
     pub fn weights(&self) -> anyhow::Result<crate::weights::Weights> {
         let mut fetch = crate::weights::fetch::FetchOptions {
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            progress: crate::progress::mode() == crate::progress::ProgressMode::Bar,
             ..Default::default()
         };
         if let Some(Limit(t)) = self.timeout {
@@ -91,12 +94,41 @@ impl GlobalArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliProgress {
+    Auto,
+    Bar,
+    Log,
+    None,
+}
+
+impl From<CliProgress> for crate::progress::ProgressMode {
+    fn from(p: CliProgress) -> Self {
+        match p {
+            CliProgress::Auto => Self::Auto,
+            CliProgress::Bar => Self::Bar,
+            CliProgress::Log => Self::Log,
+            CliProgress::None => Self::None,
+        }
+    }
+}
+
 /// A duration limit; `None` inside means "no limit" (given as 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Limit(Option<std::time::Duration>);
 
-fn parse_limit(s: &str) -> Result<Limit, String> {
-    crate::weights::fetch::parse_limit(s).map(Limit)
+fn parse_limit(s: &str, env: &str) -> Result<Limit, String> {
+    crate::weights::fetch::parse_limit(s)
+        .map(Limit)
+        .map_err(|e| format!("{e} (from the option or {env})"))
+}
+
+fn parse_timeout(s: &str) -> Result<Limit, String> {
+    parse_limit(s, "SCFOUNDATION_FETCH_TIMEOUT")
+}
+
+fn parse_stall(s: &str) -> Result<Limit, String> {
+    parse_limit(s, "SCFOUNDATION_STALL_TIMEOUT")
 }
 
 #[derive(Debug, Subcommand)]

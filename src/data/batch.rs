@@ -23,14 +23,14 @@ impl CellStream {
     pub fn new(input: Input, vocab: &GeneVocab, total_last: bool, min_mapped: f64) -> Result<Self> {
         let file = input.path.display().to_string();
         let n_gene_cols = if total_last {
-            if input.n_cols < 2 {
+            if input.n_cols() < 2 {
                 bail!("{file}: --pre-normalized A needs gene columns plus a last total column");
             }
-            input.n_cols - 1
+            input.n_cols() - 1
         } else {
-            input.n_cols
+            input.n_cols()
         };
-        let alignment = match &input.gene_names {
+        let alignment = match input.gene_names() {
             Some(names) => {
                 let names = &names[..n_gene_cols];
                 let a = GeneAlignment::by_name(names, vocab);
@@ -42,7 +42,7 @@ impl CellStream {
                     bail!(
                         "{file}: a .npy input has no gene names, so it must have exactly {N_GENES} columns in scFoundation gene order{}; found {}",
                         if total_last { " plus the total column" } else { "" },
-                        input.n_cols
+                        input.n_cols()
                     );
                 }
                 GeneAlignment::identity(N_GENES)
@@ -77,7 +77,14 @@ impl CellStream {
     }
 
     pub fn cell_id(&self, i: usize) -> &str {
-        &self.input.cell_ids[i]
+        &self.input.cell_ids()[i]
+    }
+
+    /// Back to the first cell, for a second pass.
+    pub fn rewind(&mut self) -> Result<()> {
+        self.input.rewind()?;
+        self.next_cell = 0;
+        Ok(())
     }
 
     /// Next `count` cells (fewer at the end) with their indices in file order.
@@ -102,8 +109,7 @@ impl CellStream {
             }
             let gene = self
                 .input
-                .gene_names
-                .as_ref()
+                .gene_names()
                 .and_then(|g| g.get(c as usize))
                 .map(|g| format!("gene '{g}'"))
                 .unwrap_or_else(|| format!("column {}", c + 1));
@@ -154,5 +160,49 @@ impl CellStream {
         }
         self.touched.clear();
         cell
+    }
+}
+
+/// Splits positions `0..lens.len()` of cells sorted by length (ascending) into batches of at most
+/// `batch_size` whose longest cell is at most 25% longer than the shortest, so padding costs little.
+pub fn length_buckets(sorted_lens: &[usize], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut out = vec![];
+    let mut start = 0;
+    for i in 1..=sorted_lens.len() {
+        let full = i - start == batch_size;
+        let long = i < sorted_lens.len() && sorted_lens[i] * 4 > sorted_lens[start] * 5;
+        if i == sorted_lens.len() || full || long {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_buckets;
+
+    #[test]
+    fn buckets_cover_every_cell_once_in_order() {
+        let lens = [3, 3, 4, 10, 11, 12, 12, 13, 40, 41];
+        let b = length_buckets(&lens, 3);
+        let flat: Vec<usize> = b.iter().flat_map(|r| r.clone()).collect();
+        assert_eq!(flat, (0..lens.len()).collect::<Vec<_>>());
+        for r in &b {
+            assert!(r.len() <= 3 && !r.is_empty());
+            // Within 25% of the bucket's shortest cell.
+            assert!(lens[r.end - 1] * 4 <= lens[r.start] * 5, "{r:?}");
+        }
+        assert_eq!(b, vec![0..2, 2..3, 3..6, 6..8, 8..10]);
+    }
+
+    #[test]
+    fn buckets_edge_cases() {
+        assert!(length_buckets(&[], 4).is_empty());
+        assert_eq!(length_buckets(&[5], 4), vec![0..1]);
+        assert_eq!(length_buckets(&[5, 5, 5], 1), vec![0..1, 1..2, 2..3]);
+        assert_eq!(length_buckets(&[5, 5, 5], 0), vec![0..1, 1..2, 2..3]);
     }
 }

@@ -7,12 +7,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::{RowSource, SparseRow};
+
 /// A record longer than this is not a row of numbers: refuse it rather than buffer without bound.
 const MAX_RECORD_BYTES: u64 = 1 << 30;
 
+/// The whole file is parsed in one pass at open (its row count sizes the outputs); rows are kept
+/// sparse, so memory follows the nonzero values, not the text.
 pub struct CsvRows {
-    path: PathBuf,
     genes: Vec<String>,
+    ids: Vec<String>,
+    rows: Vec<SparseRow>,
+    next: usize,
+}
+
+struct Parser {
+    path: PathBuf,
     reader: ::csv::Reader<LineCap<BufReader<File>>>,
     record: ::csv::StringRecord,
 }
@@ -31,7 +41,7 @@ fn separator(path: &Path) -> u8 {
 impl CsvRows {
     pub fn open(path: &Path) -> Result<Self> {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut reader = ::csv::ReaderBuilder::new()
+        let reader = ::csv::ReaderBuilder::new()
             .delimiter(separator(path))
             .has_headers(false)
             .flexible(true)
@@ -40,36 +50,69 @@ impl CsvRows {
                 inner: BufReader::with_capacity(1 << 20, f),
                 since_newline: 0,
             });
-        let mut header = ::csv::StringRecord::new();
-        let got = reader
-            .read_record(&mut header)
-            .with_context(|| format!("{}: cannot read the header", path.display()))?;
-        if !got {
+        let mut p = Parser {
+            path: path.to_path_buf(),
+            reader,
+            record: ::csv::StringRecord::new(),
+        };
+        if !p.next_record()? {
             bail!(
                 "{}: empty file, expected a header of gene names",
                 path.display()
             );
         }
-        if header.len() < 2 {
+        if p.record.len() < 2 {
             bail!(
                 "{}: header has {} field(s); expected a cell id column followed by gene names",
                 path.display(),
-                header.len()
+                p.record.len()
             );
         }
-        let genes = header.iter().skip(1).map(str::to_string).collect();
+        let genes: Vec<String> = p.record.iter().skip(1).map(str::to_string).collect();
+        let mut ids = vec![];
+        let mut rows = vec![];
+        let mut dense = Vec::with_capacity(genes.len());
+        while p.next_record()? {
+            p.values(&genes, &mut dense)?;
+            ids.push(p.record.get(0).unwrap_or("").to_string());
+            rows.push(SparseRow::from_dense(&dense));
+        }
         Ok(Self {
-            path: path.to_path_buf(),
             genes,
-            reader,
-            record: ::csv::StringRecord::new(),
+            ids,
+            rows,
+            next: 0,
         })
     }
+}
 
-    pub fn gene_names(&self) -> &[String] {
-        &self.genes
+impl RowSource for CsvRows {
+    fn cell_ids(&self) -> &[String] {
+        &self.ids
     }
 
+    fn column_names(&self) -> Option<&[String]> {
+        Some(&self.genes)
+    }
+
+    fn n_cols(&self) -> usize {
+        self.genes.len()
+    }
+
+    fn next_rows(&mut self, count: usize) -> Result<Vec<SparseRow>> {
+        let end = self.next.saturating_add(count).min(self.rows.len());
+        let out = self.rows[self.next..end].to_vec();
+        self.next = end;
+        Ok(out)
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.next = 0;
+        Ok(())
+    }
+}
+
+impl Parser {
     /// Reads the next non-blank record into `self.record`; false at the end.
     fn next_record(&mut self) -> Result<bool> {
         loop {
@@ -91,28 +134,15 @@ impl CsvRows {
         self.record.position().map(|p| p.line()).unwrap_or(0)
     }
 
-    /// Counts data rows and collects cell ids in one pass (the row count sizes the outputs).
-    pub fn scan_ids(path: &Path) -> Result<Vec<String>> {
-        let mut rows = Self::open(path)?;
-        let mut ids = vec![];
-        while rows.next_record()? {
-            ids.push(rows.record.get(0).unwrap_or("").to_string());
-        }
-        Ok(ids)
-    }
-
-    /// Next row as (id, dense values over the header's genes).
-    pub fn next_row(&mut self, out: &mut Vec<f64>) -> Result<Option<String>> {
-        if !self.next_record()? {
-            return Ok(None);
-        }
+    /// The current record's values over the header's genes (an empty field is 0).
+    fn values(&self, genes: &[String], out: &mut Vec<f64>) -> Result<()> {
         let n = self.record.len().saturating_sub(1);
-        if n != self.genes.len() {
+        if n != genes.len() {
             bail!(
                 "{}: line {} has {n} values, the header names {} genes",
                 self.path.display(),
                 self.line(),
-                self.genes.len()
+                genes.len()
             );
         }
         out.clear();
@@ -126,13 +156,13 @@ impl CsvRows {
                         self.path.display(),
                         self.line(),
                         f.chars().take(40).collect::<String>(),
-                        self.genes[j]
+                        genes[j]
                     )
                 })?
             };
             out.push(v);
         }
-        Ok(Some(self.record.get(0).unwrap_or("").to_string()))
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod h5ad;
 pub mod npy;
+pub mod sink;
 
 use std::path::{Path, PathBuf};
 
@@ -50,14 +51,14 @@ impl Format {
 }
 
 /// One cell as (input column, value) pairs; zeros may be omitted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SparseRow {
     pub cols: Vec<u32>,
     pub vals: Vec<f64>,
 }
 
 impl SparseRow {
-    fn from_dense(d: &[f64]) -> Self {
+    pub fn from_dense(d: &[f64]) -> Self {
         let mut r = Self::default();
         for (j, &v) in d.iter().enumerate() {
             if v != 0.0 {
@@ -69,23 +70,29 @@ impl SparseRow {
     }
 }
 
-enum Rows {
-    H5ad(h5ad::H5adReader),
-    Csv(csv::CsvRows),
-    Npy(npy::NpyRows),
+/// A cells x columns matrix read in order as sparse rows: the one interface every step reads cells
+/// through, whatever the file format.
+pub trait RowSource {
+    /// Cell ids in row order.
+    fn cell_ids(&self) -> &[String];
+    /// Column (gene) names; `None` when the format has none (`.npy`: the model's gene order).
+    fn column_names(&self) -> Option<&[String]>;
+    fn n_cols(&self) -> usize;
+    /// Up to `count` further rows; empty at the end.
+    fn next_rows(&mut self, count: usize) -> Result<Vec<SparseRow>>;
+    /// Back to the first row, for a second pass (dataset statistics).
+    fn rewind(&mut self) -> Result<()>;
+    /// The obs dataframe outputs should carry, for formats that have one.
+    fn obs(&self) -> Result<Option<h5ad::Frame>> {
+        Ok(None)
+    }
 }
 
-/// An input matrix of cells x genes, read in order.
+/// An input matrix of cells x genes, opened once and read in order.
 pub struct Input {
     pub path: PathBuf,
     pub format: Format,
-    pub cell_ids: Vec<String>,
-    /// Column names; `None` for `.npy`, whose columns are the model genes in order.
-    pub gene_names: Option<Vec<String>>,
-    pub n_cols: usize,
-    choice: MatrixChoice,
-    rows: Rows,
-    scratch: Vec<f64>,
+    source: Box<dyn RowSource>,
 }
 
 impl Input {
@@ -106,76 +113,53 @@ impl Input {
                 path.display()
             );
         }
-        let (rows, cell_ids, gene_names, n_cols) = match format {
-            Format::H5ad => {
-                let r = h5ad::H5adReader::open(path, choice)?;
-                let ids = r.obs_names().to_vec();
-                let genes = r.var_names().to_vec();
-                let n = genes.len();
-                (Rows::H5ad(r), ids, Some(genes), n)
-            }
-            Format::Csv => {
-                let ids = csv::CsvRows::scan_ids(path)?;
-                let r = csv::CsvRows::open(path)?;
-                let genes = r.gene_names().to_vec();
-                let n = genes.len();
-                (Rows::Csv(r), ids, Some(genes), n)
-            }
-            Format::Npy => {
-                let r = npy::NpyRows::open(path)?;
-                let ids = (0..r.n_rows()).map(|i| i.to_string()).collect();
-                let n = r.n_cols();
-                (Rows::Npy(r), ids, None, n)
-            }
+        let source: Box<dyn RowSource> = match format {
+            Format::H5ad => Box::new(h5ad::H5adReader::open(path, choice)?),
+            Format::Csv => Box::new(csv::CsvRows::open(path)?),
+            Format::Npy => Box::new(npy::NpyRows::open(path)?),
         };
-        if cell_ids.is_empty() {
+        if source.cell_ids().is_empty() {
             bail!("{}: no cells in input", path.display());
         }
+        log::info!(
+            "{}: {} cells x {} columns ({format:?})",
+            path.display(),
+            source.cell_ids().len(),
+            source.n_cols()
+        );
         Ok(Self {
             path: path.to_path_buf(),
             format,
-            cell_ids,
-            gene_names,
-            n_cols,
-            choice: choice.clone(),
-            rows,
-            scratch: vec![],
+            source,
         })
     }
 
-    /// A fresh reader over the same file, from the first cell.
-    pub fn reopen(&self) -> Result<Self> {
-        Self::open(&self.path, &self.choice)
+    pub fn n_cells(&self) -> usize {
+        self.source.cell_ids().len()
     }
 
-    pub fn n_cells(&self) -> usize {
-        self.cell_ids.len()
+    pub fn cell_ids(&self) -> &[String] {
+        self.source.cell_ids()
+    }
+
+    /// Column names; `None` for `.npy`, whose columns are the model genes in order.
+    pub fn gene_names(&self) -> Option<&[String]> {
+        self.source.column_names()
+    }
+
+    pub fn n_cols(&self) -> usize {
+        self.source.n_cols()
     }
 
     pub fn next_rows(&mut self, count: usize) -> Result<Vec<SparseRow>> {
-        match &mut self.rows {
-            Rows::H5ad(r) => Ok(r
-                .next_rows(count)?
-                .into_iter()
-                .map(|(cols, vals)| SparseRow { cols, vals })
-                .collect()),
-            Rows::Csv(r) => {
-                let mut out = vec![];
-                while out.len() < count {
-                    if r.next_row(&mut self.scratch)?.is_none() {
-                        break;
-                    }
-                    out.push(SparseRow::from_dense(&self.scratch));
-                }
-                Ok(out)
-            }
-            Rows::Npy(r) => {
-                let mut out = vec![];
-                while out.len() < count && r.next_row(&mut self.scratch)? {
-                    out.push(SparseRow::from_dense(&self.scratch));
-                }
-                Ok(out)
-            }
-        }
+        self.source.next_rows(count)
+    }
+
+    pub fn rewind(&mut self) -> Result<()> {
+        self.source.rewind()
+    }
+
+    pub fn obs(&self) -> Result<Option<h5ad::Frame>> {
+        self.source.obs()
     }
 }

@@ -194,12 +194,14 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
     Ok(hdr)
 }
 
-/// Streams rows of a 2-D numeric `.npy` as f64.
+/// Streams rows of a 2-D numeric `.npy` as f64. Cells are named by their row number.
 pub struct NpyRows {
     path: PathBuf,
     header: NpyHeader,
     reader: BufReader<File>,
     next_row: usize,
+    ids: Vec<String>,
+    scratch: Vec<f64>,
 }
 
 impl NpyRows {
@@ -214,11 +216,14 @@ impl NpyRows {
         }
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(header.data_offset))?;
+        let ids = (0..header.shape[0]).map(|i| i.to_string()).collect();
         Ok(Self {
             path: path.to_path_buf(),
             header,
             reader: BufReader::with_capacity(1 << 20, f),
             next_row: 0,
+            ids,
+            scratch: vec![],
         })
     }
 
@@ -255,6 +260,36 @@ impl NpyRows {
         );
         self.next_row += 1;
         Ok(true)
+    }
+}
+
+impl super::RowSource for NpyRows {
+    fn cell_ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    fn column_names(&self) -> Option<&[String]> {
+        None
+    }
+
+    fn n_cols(&self) -> usize {
+        self.header.shape[1]
+    }
+
+    fn next_rows(&mut self, count: usize) -> Result<Vec<super::SparseRow>> {
+        let mut out = vec![];
+        let mut row = std::mem::take(&mut self.scratch);
+        while out.len() < count && self.next_row(&mut row)? {
+            out.push(super::SparseRow::from_dense(&row));
+        }
+        self.scratch = row;
+        Ok(out)
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.reader.seek(SeekFrom::Start(self.header.data_offset))?;
+        self.next_row = 0;
+        Ok(())
     }
 }
 

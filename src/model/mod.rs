@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embedding;
 pub mod encoder;
+pub mod heads;
 pub mod mae;
 pub mod performer;
 

@@ -1,19 +1,24 @@
 //! `embed`: cell embeddings, gene context embeddings or predicted expression for every cell of an input.
+//! A short pipeline: a row source (any input format) → aligned, preprocessed cells → the model's
+//! per-mode forward (`model::heads`) in length buckets → an output sink.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use crate::data::preprocess::{self, CellTokens, FULL_LEN};
+use crate::data::batch::length_buckets;
+use crate::data::preprocess::{self, CellTokens};
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized, PreprocessOptions, N_GENES};
-use crate::fsutil::PendingFile;
-use crate::io::h5ad::{ArrayOut, H5adWriter, ObsSource};
-use crate::io::npy::NpyWriter;
-use crate::io::{Format, Input, MatrixChoice};
-use crate::model::{encoder_batch, load_entry, MaeAutobin};
+use crate::io::sink::{OutputSpec, Reduce, Sink};
+use crate::io::{Input, MatrixChoice};
+use crate::model::heads::{CellInput, GeneHead};
+use crate::model::{load_entry, MaeAutobin};
+use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::weights::ModelRef;
+
+pub use crate::model::heads::Pool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -23,14 +28,6 @@ pub enum Mode {
     Gene,
     /// Predicted expression of all 19,264 genes (the pretraining head).
     Expression,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
-    /// [S token, T token, max over genes, mean over genes]: 4 x encoder width.
-    All,
-    /// Max over all encoder positions: 1 x encoder width.
-    Max,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +67,8 @@ pub struct EmbedSummary {
     pub provenance: Provenance,
 }
 
-/// Where result rows go.
-enum Sink {
-    Npy(NpyWriter),
-    H5ad(H5adWriter, ArrayOut),
-    /// Mean gene embedding: summed here, written at the end.
-    Mean(Vec<f64>, usize),
-}
+/// Cells read and preprocessed at a time (then bucketed by length into batches).
+const CHUNK_BATCHES: usize = 16;
 
 pub fn embed(
     input_path: &Path,
@@ -85,7 +77,7 @@ pub fn embed(
     opts: &EmbedOptions,
     device: &Device,
 ) -> Result<EmbedSummary> {
-    let out_format = Format::of_output(output)?;
+    crate::io::Format::of_output(output)?;
     crate::fsutil::refuse_input_as_output(output, &[input_path])?;
     if opts.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -94,71 +86,45 @@ pub fn embed(
     let input = Input::open(input_path, &opts.matrix)?;
     let total_last = opts.preprocess.pre_normalized == PreNormalized::A;
     let mut stream = CellStream::new(input, &vocab, total_last, opts.min_mapped)?;
-    let file = input_path.display().to_string();
     let stats = if DatasetStats::needs_pass(&opts.preprocess) {
-        dataset_stats(&stream, &vocab, opts)?
+        dataset_stats(&mut stream)?
     } else {
         DatasetStats::default()
     };
-
-    let entry = load_entry(&model_ref.path, &opts.key)?;
-    let model = MaeAutobin::load(entry.var_builder(device), &entry.config).map_err(|e| {
-        anyhow!(
-            "{}: entry '{}' does not fit its own config: {e}",
-            model_ref.path.display(),
-            opts.key
-        )
-    })?;
-    if entry.config.n_genes() != N_GENES {
-        bail!(
-            "{}: model expects {} genes, this engine's gene list has {N_GENES}",
-            model_ref.path.display(),
-            entry.config.n_genes()
-        );
-    }
-    drop(entry);
-    let cfg = model.config().clone();
+    let model = load_model(model_ref, &opts.key, device)?;
 
     let n = stream.n_cells();
-    let enc_dim = cfg.encoder.hidden_dim;
-    let dec_dim = cfg.decoder.hidden_dim;
-    let row_len = match opts.mode {
-        Mode::Cell => match opts.pool {
-            Pool::All => 4 * enc_dim,
-            Pool::Max => enc_dim,
-        },
-        Mode::Gene => N_GENES * dec_dim,
-        Mode::Expression => N_GENES,
-    };
-    let shape: Vec<usize> = match opts.mode {
-        Mode::Cell => vec![n, row_len],
-        Mode::Gene => match opts.gene_embedding {
-            GeneEmbedding::Full => vec![n, N_GENES, dec_dim],
-            GeneEmbedding::Mean => vec![N_GENES, dec_dim],
-        },
-        Mode::Expression => vec![n, N_GENES],
-    };
-
+    let (shape, h5ad_key, reduce) = output_layout(opts, &model, n);
     let mut prov = provenance(opts, model_ref, input_path, &stream, &stats);
     // CPU and GPU arithmetic differ slightly, so the device is part of the record.
     prov.set("device", device_name(device));
 
-    let pending = PendingFile::new(output)?;
-    let mut sink = match (out_format, opts.mode, opts.gene_embedding) {
-        (_, Mode::Gene, GeneEmbedding::Mean) => Sink::Mean(vec![0.0; N_GENES * dec_dim], 0),
-        (Format::Npy, ..) => Sink::Npy(NpyWriter::create(pending.path(), &shape)?),
-        _ => {
-            let w = H5adWriter::create(pending.path())?;
-            write_frames(&w, &stream.input, &vocab, opts.mode)?;
-            let arr = w.create_array(result_path(opts.mode), &shape)?;
-            Sink::H5ad(w, arr)
-        }
+    let obs = stream.input.obs()?;
+    let var: &[String] = match opts.mode {
+        Mode::Cell => &[],
+        Mode::Gene | Mode::Expression => vocab.names(),
     };
+    let mut sink = Sink::create(OutputSpec {
+        path: output,
+        shape: shape.clone(),
+        h5ad_key,
+        obs: obs.as_ref(),
+        cell_ids: stream.input.cell_ids(),
+        var,
+        reduce,
+        inputs: &[input_path],
+    })?;
+    drop(obs);
 
-    let progress = crate::progress::bar(n as u64, "cells");
-    let chunk = opts.batch_size * 16;
+    let file = input_path.display().to_string();
+    let mut progress = Progress::new(n as u64, "cells", &file);
+    log::debug!(
+        "device {}, batch size {}",
+        device_name(device),
+        opts.batch_size
+    );
     loop {
-        let cells = stream.next_cells(chunk)?;
+        let cells = stream.next_cells(opts.batch_size.saturating_mul(CHUNK_BATCHES))?;
         if cells.is_empty() {
             break;
         }
@@ -169,80 +135,137 @@ pub fn embed(
                 preprocess::preprocess(c, &opts.preprocess, &stats, &what)
             })
             .collect::<Result<Vec<_>>>()?;
-        // Similar lengths share a batch, so little padding is computed.
-        let mut order: Vec<usize> = (0..tokens.len()).collect();
-        order.sort_by_key(|&k| tokens[k].n_gathered());
-        let mut results: Vec<Vec<f32>> = vec![vec![]; tokens.len()];
-        for batch in length_buckets(&order, &tokens, opts.batch_size) {
-            let toks: Vec<&CellTokens> = batch.iter().map(|&k| &tokens[k]).collect();
-            let rows = run_batch(&model, &toks, opts, device)
-                .with_context(|| format!("running the model on {file}"))?;
-            for (&k, r) in batch.iter().zip(rows) {
-                results[k] = r;
-            }
-            progress.inc(batch.len() as u64);
-        }
-        for r in &results {
-            match &mut sink {
-                Sink::Npy(w) => w.write(r)?,
-                Sink::H5ad(_, a) => a.append_rows(r)?,
-                Sink::Mean(acc, count) => {
-                    for (a, v) in acc.iter_mut().zip(r) {
-                        *a += *v as f64;
-                    }
-                    *count += 1;
-                }
-            }
-        }
+        let results = run_chunk(&model, &tokens, opts, device, &mut progress)
+            .with_context(|| format!("running the model on {file}"))?;
+        sink.push(&results)?;
     }
-    progress.finish_and_clear();
-
-    match sink {
-        Sink::Npy(w) => w.finish()?,
-        Sink::H5ad(w, _) => {
-            w.write_uns_strings("scfoundation", prov.entries())?;
-            w.close()?;
-        }
-        Sink::Mean(acc, count) => {
-            let mean: Vec<f32> = acc.iter().map(|s| (s / count as f64) as f32).collect();
-            match out_format {
-                Format::Npy => {
-                    let mut w = NpyWriter::create(pending.path(), &shape)?;
-                    w.write(&mean)?;
-                    w.finish()?;
-                }
-                _ => {
-                    let w = H5adWriter::create(pending.path())?;
-                    write_frames(&w, &stream.input, &vocab, opts.mode)?;
-                    w.create_array("varm/X_scfoundation", &shape)?
-                        .append_rows(&mean)?;
-                    w.write_uns_strings("scfoundation", prov.entries())?;
-                    w.close()?;
-                }
-            }
-        }
-    }
-    // The sidecar is committed together with the main file, after it: never one without the other.
-    let mut outputs = vec![pending];
-    if out_format == Format::Npy {
-        let side = output.with_extension("npy.provenance.json");
-        crate::fsutil::refuse_input_as_output(&side, &[input_path])?;
-        let json: serde_json::Map<String, serde_json::Value> = prov
-            .entries()
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let p = PendingFile::new(&side)?;
-        std::fs::write(p.path(), serde_json::to_string_pretty(&json)? + "\n")
-            .with_context(|| format!("writing {}", side.display()))?;
-        outputs.push(p);
-    }
-    PendingFile::commit_all(outputs)?;
+    progress.finish();
+    sink.finish(prov.entries())?;
     Ok(EmbedSummary {
         n_cells: n,
         output_shape: shape,
         provenance: prov,
     })
+}
+
+fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
+    let entry = load_entry(&model_ref.path, key)?;
+    let model = MaeAutobin::load(entry.var_builder(device), &entry.config).map_err(|e| {
+        anyhow!(
+            "{}: entry '{key}' does not fit its own config: {e}",
+            model_ref.path.display()
+        )
+    })?;
+    if entry.config.n_genes() != N_GENES {
+        bail!(
+            "{}: model expects {} genes, this engine's gene list has {N_GENES}",
+            model_ref.path.display(),
+            entry.config.n_genes()
+        );
+    }
+    log::info!(
+        "model {} entry '{key}' (sha256 {}) loaded on {}",
+        model_ref.name,
+        model_ref.sha256,
+        device_name(device)
+    );
+    Ok(model)
+}
+
+/// Output shape, h5ad location and whether rows are averaged, per mode.
+fn output_layout(
+    opts: &EmbedOptions,
+    model: &MaeAutobin,
+    n: usize,
+) -> (Vec<usize>, &'static str, Reduce) {
+    let cfg = model.config();
+    let (enc, dec) = (cfg.encoder.hidden_dim, cfg.decoder.hidden_dim);
+    match (opts.mode, opts.gene_embedding) {
+        (Mode::Cell, _) => {
+            let width = match opts.pool {
+                Pool::All => 4 * enc,
+                Pool::Max => enc,
+            };
+            (vec![n, width], "obsm/X_scfoundation", Reduce::Rows)
+        }
+        (Mode::Gene, GeneEmbedding::Full) => (
+            vec![n, N_GENES, dec],
+            "obsm/X_scfoundation_gene",
+            Reduce::Rows,
+        ),
+        (Mode::Gene, GeneEmbedding::Mean) => {
+            (vec![N_GENES, dec], "varm/X_scfoundation", Reduce::Mean)
+        }
+        (Mode::Expression, _) => (vec![n, N_GENES], "X", Reduce::Rows),
+    }
+}
+
+/// Runs the model on a chunk of cells, in batches of similar length (little padding); results come
+/// back in the chunk's order.
+fn run_chunk(
+    model: &MaeAutobin,
+    tokens: &[CellTokens],
+    opts: &EmbedOptions,
+    device: &Device,
+    progress: &mut Progress,
+) -> Result<Vec<Vec<f32>>> {
+    let gathered: Vec<(Vec<f32>, Vec<u32>)> = tokens.iter().map(CellTokens::gathered).collect();
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&k| gathered[k].0.len());
+    let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
+    let mut results: Vec<Vec<f32>> = vec![vec![]; tokens.len()];
+    for bucket in length_buckets(&lens, opts.batch_size) {
+        let ids = &order[bucket];
+        let dense: Vec<Vec<f32>> = match opts.mode {
+            Mode::Cell => vec![],
+            _ => ids.iter().map(|&k| tokens[k].dense()).collect(),
+        };
+        let cells: Vec<CellInput> = ids
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| CellInput {
+                values: &gathered[k].0,
+                positions: &gathered[k].1,
+                full: dense.get(j).map(Vec::as_slice).unwrap_or(&[]),
+            })
+            .collect();
+        log::debug!(
+            "batch of {} cells, {}..{} encoder tokens",
+            cells.len(),
+            cells.first().map(|c| c.values.len()).unwrap_or(0),
+            cells.last().map(|c| c.values.len()).unwrap_or(0)
+        );
+        let rows = match opts.mode {
+            Mode::Cell => model.cell_embeddings(&cells, opts.pool, device)?,
+            Mode::Gene => model.gene_outputs(&cells, GeneHead::Hidden, N_GENES, device)?,
+            Mode::Expression => {
+                model.gene_outputs(&cells, GeneHead::Expression, N_GENES, device)?
+            }
+        };
+        for (&k, r) in ids.iter().zip(rows) {
+            results[k] = r;
+        }
+        progress.inc(ids.len() as u64);
+    }
+    Ok(results)
+}
+
+/// Bulk input with raw counts normalises every sample to the file's median total: a first pass.
+fn dataset_stats(stream: &mut CellStream) -> Result<DatasetStats> {
+    let file = stream.input.path.display().to_string();
+    let mut totals = Vec::with_capacity(stream.n_cells());
+    loop {
+        let cells = stream.next_cells(4096)?;
+        if cells.is_empty() {
+            break;
+        }
+        for (i, c) in &cells {
+            preprocess::validate(c, &format!("{file}: cell '{}'", stream.cell_id(*i)))?;
+            totals.push(c.sum());
+        }
+    }
+    stream.rewind()?;
+    Ok(DatasetStats::from_totals(totals))
 }
 
 fn device_name(device: &Device) -> String {
@@ -307,162 +330,4 @@ fn provenance(
         prov.set("bulk_median_total", m);
     }
     prov
-}
-
-/// obs (copied from an h5ad input), var and the standard AnnData groups.
-fn write_frames(w: &H5adWriter, input: &Input, vocab: &GeneVocab, mode: Mode) -> Result<()> {
-    match input.format {
-        Format::H5ad => w.write_obs(ObsSource::CopyFrom(&input.path))?,
-        _ => w.write_obs(ObsSource::Names(&input.cell_ids))?,
-    }
-    match mode {
-        Mode::Cell => w.write_var(&[])?,
-        Mode::Gene | Mode::Expression => w.write_var(vocab.names())?,
-    }
-    w.ensure_dicts()
-}
-
-/// Where the per-cell result goes in an h5ad output.
-fn result_path(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Cell => "obsm/X_scfoundation",
-        Mode::Gene => "obsm/X_scfoundation_gene",
-        Mode::Expression => "X",
-    }
-}
-
-fn dataset_stats(
-    stream: &CellStream,
-    vocab: &GeneVocab,
-    opts: &EmbedOptions,
-) -> Result<DatasetStats> {
-    let total_last = opts.preprocess.pre_normalized == PreNormalized::A;
-    let mut s = CellStream::new(stream.input.reopen()?, vocab, total_last, 0.0)?;
-    let mut totals = Vec::with_capacity(s.n_cells());
-    loop {
-        let cells = s.next_cells(4096)?;
-        if cells.is_empty() {
-            break;
-        }
-        for (i, c) in &cells {
-            preprocess::validate(
-                c,
-                &format!("{}: cell '{}'", stream.input.path.display(), s.cell_id(*i)),
-            )?;
-            totals.push(c.sum());
-        }
-    }
-    Ok(DatasetStats::from_totals(totals))
-}
-
-/// Runs one batch and returns one flat result row per cell.
-fn run_batch(
-    model: &MaeAutobin,
-    toks: &[&CellTokens],
-    opts: &EmbedOptions,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let gathered: Vec<(Vec<f32>, Vec<u32>)> = toks.iter().map(|t| t.gathered()).collect();
-    let refs: Vec<(&[f32], &[u32])> = gathered
-        .iter()
-        .map(|(v, p)| (v.as_slice(), p.as_slice()))
-        .collect();
-    let batch = encoder_batch(&refs, model.config(), device)?;
-    let encoded = model.encode(&batch)?;
-    match opts.mode {
-        Mode::Cell => {
-            let lens: Vec<usize> = gathered.iter().map(|(v, _)| v.len()).collect();
-            pool_cells(&encoded, &lens, opts.pool)
-        }
-        Mode::Gene | Mode::Expression => {
-            let b = toks.len();
-            let l = encoded.dim(1)?;
-            let mut full = Vec::with_capacity(b * FULL_LEN);
-            let mut scatter = Vec::with_capacity(b * FULL_LEN);
-            for (i, (t, (_, pos))) in toks.iter().zip(&gathered).enumerate() {
-                full.extend(t.dense());
-                let base = (b * l + i * FULL_LEN) as u32;
-                let mut row: Vec<u32> = (0..FULL_LEN as u32).map(|p| base + p).collect();
-                for (j, &p) in pos.iter().enumerate() {
-                    row[p as usize] = (i * l + j) as u32;
-                }
-                scatter.extend(row);
-            }
-            let full = Tensor::from_vec(full, (b, FULL_LEN), device)?;
-            let scatter = Tensor::from_vec(scatter, b * FULL_LEN, device)?;
-            let hidden = model.decode_hidden(&encoded, &full, &scatter)?;
-            let out = match opts.mode {
-                Mode::Expression => model.expression(&hidden)?.narrow(1, 0, N_GENES)?,
-                _ => hidden.narrow(1, 0, N_GENES)?,
-            };
-            let out = out.flatten_from(1)?.to_device(&Device::Cpu)?;
-            Ok(out.to_vec2::<f32>()?)
-        }
-    }
-}
-
-/// Splits cells sorted by length into batches of at most `batch_size` whose longest cell is at most
-/// 25% longer than the shortest, so padding costs little.
-fn length_buckets<'a>(
-    order: &'a [usize],
-    tokens: &[CellTokens],
-    batch_size: usize,
-) -> Vec<&'a [usize]> {
-    let len = |k: usize| tokens[k].n_gathered();
-    let mut out = vec![];
-    let mut start = 0;
-    for i in 1..=order.len() {
-        let full = i - start == batch_size;
-        let long = i < order.len() && len(order[i]) * 4 > len(order[start]) * 5;
-        if i == order.len() || full || long {
-            out.push(&order[start..i]);
-            start = i;
-        }
-    }
-    out
-}
-
-/// Pools each cell over its own tokens only (never over padding).
-fn pool_cells(encoded: &Tensor, lens: &[usize], pool: Pool) -> Result<Vec<Vec<f32>>> {
-    let enc = encoded.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-    let mut out = Vec::with_capacity(lens.len());
-    for (e, &n) in enc.iter().zip(lens) {
-        let d = e[0].len();
-        let e = &e[..n];
-        let row = match pool {
-            Pool::Max => max_over(e, d),
-            Pool::All => {
-                if n < 3 {
-                    bail!("a cell has only {n} encoder tokens; pooling 'all' needs at least one gene plus T and S");
-                }
-                let genes = &e[..n - 2];
-                let mut r = Vec::with_capacity(4 * d);
-                r.extend_from_slice(&e[n - 1]);
-                r.extend_from_slice(&e[n - 2]);
-                r.extend(max_over(genes, d));
-                let mut mean = vec![0f64; d];
-                for tok in genes {
-                    for (m, v) in mean.iter_mut().zip(tok) {
-                        *m += *v as f64;
-                    }
-                }
-                r.extend(mean.iter().map(|m| (m / genes.len() as f64) as f32));
-                r
-            }
-        };
-        out.push(row);
-    }
-    Ok(out)
-}
-
-fn max_over(rows: &[Vec<f32>], d: usize) -> Vec<f32> {
-    let mut m = vec![f32::NEG_INFINITY; d];
-    for r in rows {
-        for (a, v) in m.iter_mut().zip(r) {
-            if *v > *a {
-                *a = *v;
-            }
-        }
-    }
-    m
 }

@@ -8,6 +8,7 @@ use hdf5::File;
 
 use super::frame::Frame;
 use super::sparse::Matrix;
+use crate::io::{RowSource, SparseRow};
 
 /// Dense reads are cut so that one read holds at most this many values.
 const DENSE_READ_VALUES: usize = 1 << 24;
@@ -26,7 +27,7 @@ pub struct H5adReader {
     var_names: Vec<String>,
     matrix: Matrix,
     next_row: usize,
-    _file: File,
+    file: File,
 }
 
 /// Where raw lives: `raw/` (anndata >= 0.7) or `raw.X`/`raw.var` at the top (anndata 0.6).
@@ -102,24 +103,41 @@ impl H5adReader {
             var_names,
             matrix,
             next_row: 0,
-            _file: file,
+            file,
         })
-    }
-
-    pub fn obs_names(&self) -> &[String] {
-        &self.obs_names
-    }
-
-    pub fn var_names(&self) -> &[String] {
-        &self.var_names
     }
 
     pub fn n_obs(&self) -> usize {
         self.obs_names.len()
     }
+}
 
-    /// Reads up to `count` further rows as sparse (column, value) lists.
-    pub fn next_rows(&mut self, count: usize) -> Result<Vec<(Vec<u32>, Vec<f64>)>> {
+impl RowSource for H5adReader {
+    fn cell_ids(&self) -> &[String] {
+        &self.obs_names
+    }
+
+    fn column_names(&self) -> Option<&[String]> {
+        Some(&self.var_names)
+    }
+
+    fn n_cols(&self) -> usize {
+        self.var_names.len()
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.next_row = 0;
+        Ok(())
+    }
+
+    fn obs(&self) -> Result<Option<Frame>> {
+        Frame::read(&self.file, "obs")
+            .map(Some)
+            .with_context(|| format!("{}: reading obs", self.path.display()))
+    }
+
+    /// Reads up to `count` further rows.
+    fn next_rows(&mut self, count: usize) -> Result<Vec<SparseRow>> {
         let start = self.next_row;
         let end = start.saturating_add(count).min(self.n_obs());
         self.next_row = end;
@@ -135,7 +153,9 @@ impl H5adReader {
             out.extend(
                 self.matrix
                     .f64_rows(a..b)
-                    .with_context(|| format!("{}: reading rows {a}..{b}", self.path.display()))?,
+                    .with_context(|| format!("{}: reading rows {a}..{b}", self.path.display()))?
+                    .into_iter()
+                    .map(|(cols, vals)| SparseRow { cols, vals }),
             );
             a = b;
         }

@@ -11,8 +11,8 @@ use super::frame::Frame;
 
 /// Where the output's obs comes from.
 pub enum ObsSource<'a> {
-    /// The whole obs dataframe of an input h5ad (every column kept, rewritten in the current encoding).
-    CopyFrom(&'a Path),
+    /// An input's obs dataframe (every column kept, written in the current encoding).
+    Frame(&'a Frame),
     /// A fresh dataframe holding only these names.
     Names(&'a [String]),
 }
@@ -31,12 +31,7 @@ impl H5adWriter {
     pub fn write_obs(&self, obs: ObsSource) -> Result<()> {
         match obs {
             ObsSource::Names(names) => self.write_index_frame("obs", names),
-            ObsSource::CopyFrom(src) => {
-                let f = super::open_file(src)?;
-                Frame::read(&f, "obs")
-                    .and_then(|fr| fr.write(&self.file, "obs"))
-                    .with_context(|| format!("{}: copying obs", src.display()))
-            }
+            ObsSource::Frame(f) => f.write(&self.file, "obs").context("writing obs"),
         }
     }
 
