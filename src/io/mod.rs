@@ -163,3 +163,118 @@ impl Input {
         self.source.obs()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn all_rows(input: &mut Input) -> Vec<SparseRow> {
+        let mut out = vec![];
+        loop {
+            let r = input.next_rows(2).unwrap();
+            if r.is_empty() {
+                return out;
+            }
+            out.extend(r);
+        }
+    }
+
+    #[test]
+    fn csv_rows_quoted_blank_lines_and_rewind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "x.csv",
+            b"id,\"G,1\",G2\r\n\"c,1\",0,2.5\r\n\r\nc2,3,\n",
+        );
+        let mut inp = Input::open(&p, &MatrixChoice::default()).unwrap();
+        assert_eq!(inp.gene_names().unwrap(), ["G,1", "G2"]);
+        assert_eq!(inp.cell_ids(), ["c,1", "c2"]);
+        let rows = all_rows(&mut inp);
+        assert_eq!(
+            rows[0],
+            SparseRow {
+                cols: vec![1],
+                vals: vec![2.5]
+            }
+        );
+        assert_eq!(
+            rows[1],
+            SparseRow {
+                cols: vec![0],
+                vals: vec![3.0]
+            }
+        );
+        inp.rewind().unwrap();
+        assert_eq!(all_rows(&mut inp), rows);
+        let tsv = write(d.path(), "x.tsv", b"id\tA\tB\nc1\t1\t0\n");
+        let mut inp = Input::open(&tsv, &MatrixChoice::default()).unwrap();
+        assert_eq!(all_rows(&mut inp)[0].vals, vec![1.0]);
+    }
+
+    #[test]
+    fn csv_malformed_rows_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        for (body, needle) in [
+            (&b"id,A,B\nc1,1\n"[..], "line 2 has 1 values"),
+            (b"id,A,B\nc1,1,x\n", "'x' for gene 'B' is not a number"),
+            (b"id,A\nc1,\xff\n", "UTF-8"),
+            (b"", "empty file"),
+            (b"id\n", "header has 1 field"),
+        ] {
+            let p = write(d.path(), "bad.csv", body);
+            let e = Input::open(&p, &MatrixChoice::default())
+                .err()
+                .expect("must fail");
+            assert!(format!("{e:#}").contains(needle), "{needle}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn npy_rows_and_rewind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.npy");
+        let mut w = npy::NpyWriter::create(&p, &[3, 2]).unwrap();
+        w.write(&[0.0, 1.5, 2.0, 0.0, 0.0, 0.0]).unwrap();
+        w.finish().unwrap();
+        let mut inp = Input::open(&p, &MatrixChoice::default()).unwrap();
+        assert!(inp.gene_names().is_none());
+        assert_eq!(inp.cell_ids(), ["0", "1", "2"]);
+        let rows = all_rows(&mut inp);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0],
+            SparseRow {
+                cols: vec![1],
+                vals: vec![1.5]
+            }
+        );
+        assert!(rows[2].cols.is_empty());
+        inp.rewind().unwrap();
+        assert_eq!(all_rows(&mut inp), rows);
+    }
+
+    #[test]
+    fn h5ad_rows_match_across_encodings() {
+        let td = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-data");
+        let read = |name: &str| {
+            let mut inp = Input::open(&td.join(name), &MatrixChoice::default()).unwrap();
+            let obs = inp.obs().unwrap().expect("h5ad has obs");
+            assert_eq!(obs.index, inp.cell_ids());
+            let rows = all_rows(&mut inp);
+            inp.rewind().unwrap();
+            assert_eq!(all_rows(&mut inp), rows, "rewind");
+            rows
+        };
+        let csr = read("pbmc_tiny.h5ad");
+        assert_eq!(csr.len(), 16);
+        assert_eq!(read("pbmc_tiny_dense.h5ad"), csr);
+        assert_eq!(read("pbmc_tiny_csc.h5ad"), csr);
+    }
+}

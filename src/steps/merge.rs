@@ -59,7 +59,7 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<MergeSummary> {
             .iter()
             .any(|(k, v)| k == "gene_embedding" && v == "mean")
         {
-            weighted_mean_varm(&files, &counts, &dst)?;
+            rows::weighted_mean(&files, &counts, "varm/X_scfoundation", &dst)?;
         }
         h5ad::write_uns_strings(&dst, "scfoundation", &prov)?;
     }
@@ -142,29 +142,4 @@ fn merge_provenance(
     set(&mut merged, "device", devices.join(","));
     set(&mut merged, "merged_files", inputs.len().to_string());
     Ok(Some(merged))
-}
-
-/// Mean gene embeddings of shards combine into the mean over all cells.
-fn weighted_mean_varm(files: &[hdf5::File], counts: &[usize], dst: &hdf5::File) -> Result<()> {
-    let path = "varm/X_scfoundation";
-    let mut acc: Option<ndarray::Array2<f64>> = None;
-    for (f, &n) in files.iter().zip(counts) {
-        let a = f
-            .dataset(path)?
-            .read_2d::<f32>()?
-            .mapv(|v| v as f64 * n as f64);
-        acc = Some(match acc {
-            None => a,
-            Some(s) if s.shape() == a.shape() => s + a,
-            Some(s) => bail!(
-                "{path} has shape {:?} in one file and {:?} in another",
-                s.shape(),
-                a.shape()
-            ),
-        });
-    }
-    let total: usize = counts.iter().sum();
-    let mean = acc.context("no files")?.mapv(|v| (v / total as f64) as f32);
-    dst.dataset(path)?.write(&mean)?;
-    Ok(())
 }

@@ -311,3 +311,30 @@ fn dict_plain(parent: &Group, name: &str) -> Result<Group> {
         Err(_) => Ok(parent.create_group(name)?),
     }
 }
+
+/// Replaces `dst`'s dataset at `path` by the mean of the sources' (each a mean over its `counts[i]`
+/// cells), so per-shard mean gene embeddings combine into the mean over all cells.
+pub fn weighted_mean(srcs: &[File], counts: &[usize], path: &str, dst: &File) -> Result<()> {
+    let mut acc: Option<ndarray::ArrayD<f64>> = None;
+    for (f, &n) in srcs.iter().zip(counts) {
+        let b = elem::read_rows(&f.dataset(path)?, None)?;
+        let shape = b.shape();
+        let vals = b.to_f64()?;
+        let a = ndarray::ArrayD::from_shape_vec(shape, vals)?.mapv(|v| v * n as f64);
+        acc = Some(match acc {
+            None => a,
+            Some(s) if s.shape() == a.shape() => s + a,
+            Some(s) => bail!(
+                "{path} has shape {:?} in one file and {:?} in another",
+                s.shape(),
+                a.shape()
+            ),
+        });
+    }
+    let total: usize = counts.iter().sum();
+    let mean = acc
+        .context("no files")?
+        .mapv(|v| (v / total.max(1) as f64) as f32);
+    dst.dataset(path)?.write(&mean)?;
+    Ok(())
+}
