@@ -10,43 +10,19 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn model() -> PathBuf {
-    reference("tiny_models.ckpt")
+    tiny_model()
 }
 
-/// Runs embed expecting a clean failure: one line, names `needle`, exit 1 (not a panic's 101 or a
-/// signal), and nothing written where the output would go.
+/// Runs embed expecting a clean failure naming `needle`, with nothing written where the output would go.
 fn embed_fails(input: &Path, needle: &str) -> String {
     let d = tmp();
     let out = d.path().join("out.h5ad");
-    let o = bin()
-        .args([
-            "embed",
-            "--input",
-            s(input),
-            "--model",
-            s(&model()),
-            "--output",
-            s(&out),
-        ])
-        .output()
-        .expect("spawn");
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "exit status {:?}: {err}",
-        o.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("scfoundation: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {err}");
-    assert!(errors[0].contains(needle), "expected '{needle}' in: {err}");
+    let args = embed_args(input, &out, &[]);
+    let o = bin().args(&args).output().expect("spawn");
+    let line = clean_error(&o, needle);
     let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    err
+    line
 }
 
 fn npy_bytes(header: &str, data: &[u8]) -> Vec<u8> {

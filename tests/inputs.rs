@@ -7,29 +7,14 @@ use common::*;
 use std::path::Path;
 
 fn model() -> String {
-    s(&reference("tiny_models.ckpt")).to_string()
-}
-
-fn embed_npy(input: &Path, out: &Path, extra: &[&str]) {
-    let m = model();
-    let mut args = vec![
-        "embed",
-        "--input",
-        s(input),
-        "--model",
-        &m,
-        "--output",
-        s(out),
-    ];
-    args.extend_from_slice(extra);
-    run_ok(&args);
+    s(&tiny_model()).to_string()
 }
 
 #[test]
 fn h5ad_encodings_agree() {
     let dir = tmp();
     let base = dir.path().join("base.npy");
-    embed_npy(&test_data("pbmc_tiny.h5ad"), &base, &[]);
+    embed_ok(&test_data("pbmc_tiny.h5ad"), &base, &[]);
     let (shape, _) = read_npy(&base);
     assert_eq!(shape, vec![16, 128]);
     for (file, extra) in [
@@ -44,7 +29,7 @@ fn h5ad_encodings_agree() {
         ),
     ] {
         let out = dir.path().join(format!("{file}-{}.npy", extra.len()));
-        embed_npy(&test_data(file), &out, &extra);
+        embed_ok(&test_data(file), &out, &extra);
         assert_close(&out, &base, 1e-6);
     }
 }
@@ -262,8 +247,8 @@ fn duplicate_gene_columns_are_summed() {
     let dup = write(d, "dup.csv", "cell,TP53,GAPDH,GAPDH,ACTB\nc1,1,2,3,4\n");
     let summed = write(d, "sum.csv", "cell,TP53,GAPDH,ACTB\nc1,1,5,4\n");
     let (a, b) = (d.join("a.npy"), d.join("b.npy"));
-    embed_npy(&dup, &a, &[]);
-    embed_npy(&summed, &b, &[]);
+    embed_ok(&dup, &a, &[]);
+    embed_ok(&summed, &b, &[]);
     assert_close(&a, &b, 0.0);
     // One cell keeps its batch axis (the reference squeezes it away).
     assert_eq!(read_npy(&a).0, vec![1, 128]);

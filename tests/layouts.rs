@@ -51,17 +51,7 @@ fn embed_keeps_obs(name: &str) {
     let input = fixtures().join(name);
     let d = tmp();
     let out = d.path().join("out.h5ad");
-    run_ok(&[
-        "embed",
-        "--input",
-        s(&input),
-        "--model",
-        s(&reference("tiny_models.ckpt")),
-        "--output",
-        s(&out),
-        "--min-mapped",
-        "0.5",
-    ]);
+    embed_ok(&input, &out, &["--min-mapped", "0.5"]);
     py(&[
         s(&root().join("ci/check_layouts.py")),
         "embed",

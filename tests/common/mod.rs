@@ -77,3 +77,52 @@ pub fn tmp() -> tempfile::TempDir {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// The tiny random model every test uses.
+pub fn tiny_model() -> PathBuf {
+    reference("tiny_models.ckpt")
+}
+
+/// `embed --input IN --model <tiny> --output OUT EXTRA...`
+pub fn embed_args(input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "embed",
+        "--input",
+        s(input),
+        "--model",
+        s(&tiny_model()),
+        "--output",
+        s(out),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Runs embed with the tiny model and fails the test if it does not succeed.
+pub fn embed_ok(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let args = embed_args(input, out, extra);
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Asserts a clean failure: exit status 1 (not a panic or a signal) and exactly one
+/// `scfoundation: error:` line (info logs may precede it), containing `needle`. Returns that line.
+pub fn clean_error(out: &Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status {:?}: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("scfoundation: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
+    lines[0].to_string()
+}
