@@ -53,6 +53,18 @@ fn npy_headers_that_lie() {
         ("unicode.npy", npy_bytes("{'descr': 'é', 'fortran_order': False, 'shape': (1, 2), }\n", &[0; 16]), "dtype"),
         ("neg.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 2), }\n", &[0; 16]), "shape"),
         ("magic.npy", b"\x93NUMPX\x01\x00\x00\x00".to_vec(), "magic"),
+        // Zero columns make the size check pass with no data; 2^32 rows must not be enumerated.
+        (
+            "nocols.npy",
+            npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 0), }\n", &[]),
+            "no columns",
+        ),
+        // One column: a million rows fit in the file, but a .npy without gene names needs 19,264.
+        (
+            "onecol.npy",
+            npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (1000000, 1), }\n", &[1; 1_000_000]),
+            "19264 columns",
+        ),
         ("short.npy", b"\x93NUM".to_vec(), "too short"),
     ];
     for (name, bytes, needle) in cases {

@@ -75,6 +75,10 @@ impl SparseRow {
 pub trait RowSource {
     /// Cell ids in row order.
     fn cell_ids(&self) -> &[String];
+    /// Number of cells (without materialising ids where the format has none).
+    fn n_rows(&self) -> usize {
+        self.cell_ids().len()
+    }
     /// Column (gene) names; `None` when the format has none (`.npy`: the model's gene order).
     fn column_names(&self) -> Option<&[String]>;
     fn n_cols(&self) -> usize;
@@ -118,13 +122,16 @@ impl Input {
             Format::Csv => Box::new(csv::CsvRows::open(path)?),
             Format::Npy => Box::new(npy::NpyRows::open(path)?),
         };
-        if source.cell_ids().is_empty() {
+        if source.n_rows() == 0 {
             bail!("{}: no cells in input", path.display());
+        }
+        if source.n_cols() == 0 {
+            bail!("{}: no gene columns in input", path.display());
         }
         log::info!(
             "{}: {} cells x {} columns ({format:?})",
             path.display(),
-            source.cell_ids().len(),
+            source.n_rows(),
             source.n_cols()
         );
         Ok(Self {
@@ -135,7 +142,7 @@ impl Input {
     }
 
     pub fn n_cells(&self) -> usize {
-        self.source.cell_ids().len()
+        self.source.n_rows()
     }
 
     pub fn cell_ids(&self) -> &[String] {

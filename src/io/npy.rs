@@ -200,7 +200,8 @@ pub struct NpyRows {
     header: NpyHeader,
     reader: BufReader<File>,
     next_row: usize,
-    ids: Vec<String>,
+    /// Row numbers as ids, made only when asked for (after the column count has been checked).
+    ids: std::sync::OnceLock<Vec<String>>,
     scratch: Vec<f64>,
 }
 
@@ -216,13 +217,19 @@ impl NpyRows {
         }
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(header.data_offset))?;
-        let ids = (0..header.shape[0]).map(|i| i.to_string()).collect();
+        if header.shape[1] == 0 && header.shape[0] > 0 {
+            bail!(
+                "{}: shape {:?} has no columns",
+                path.display(),
+                header.shape
+            );
+        }
         Ok(Self {
             path: path.to_path_buf(),
             header,
             reader: BufReader::with_capacity(1 << 20, f),
             next_row: 0,
-            ids,
+            ids: std::sync::OnceLock::new(),
             scratch: vec![],
         })
     }
@@ -265,7 +272,12 @@ impl NpyRows {
 
 impl super::RowSource for NpyRows {
     fn cell_ids(&self) -> &[String] {
-        &self.ids
+        self.ids
+            .get_or_init(|| (0..self.header.shape[0]).map(|i| i.to_string()).collect())
+    }
+
+    fn n_rows(&self) -> usize {
+        self.header.shape[0]
     }
 
     fn column_names(&self) -> Option<&[String]> {
