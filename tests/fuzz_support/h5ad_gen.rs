@@ -39,6 +39,8 @@ pub enum Vals {
     Str(Vec<String>),
     /// Variable-length ASCII.
     Ascii(Vec<String>),
+    /// Fixed-length ASCII, 1 byte.
+    Fixed1(Vec<String>),
     /// Fixed-length ASCII, 8 bytes.
     Fixed8(Vec<String>),
     /// Fixed-length UTF-8, 300 bytes (wider than the reader's 256-byte buffer class).
@@ -220,6 +222,27 @@ pub enum Extra {
     Top(String, Ds),
 }
 
+impl Extra {
+    /// The path the extra writes (links: none, they may clash on purpose).
+    fn path(&self) -> Option<String> {
+        Some(match self {
+            Extra::Layer(n, _) => format!("layers/{n}"),
+            Extra::Obsm(n, _) => format!("obsm/{n}"),
+            Extra::ObsmLegacy(_) => "obsm".into(),
+            Extra::Obsp(n, _) => format!("obsp/{n}"),
+            Extra::Varm(n, _) => format!("varm/{n}"),
+            Extra::Uns(n, _) => format!("uns/{n}"),
+            Extra::Raw { old: false, .. } => "raw".into(),
+            Extra::Raw { old: true, .. } => "raw.X".into(),
+            Extra::Provenance(_) => "uns/scfoundation".into(),
+            Extra::Top(n, _) => n.clone(),
+            Extra::HardLink { .. } | Extra::SoftLink { .. } | Extra::ExternalLink { .. } => {
+                return None
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Choice {
     pub layer: Option<String>,
@@ -265,6 +288,11 @@ fn ascii(s: &str) -> String {
 fn fixed8(s: &str) -> FixedAscii<8> {
     let a = ascii(s);
     FixedAscii::<8>::from_ascii(&a.as_bytes()[..a.len().min(8)]).unwrap_or_default()
+}
+
+fn fixed1(s: &str) -> FixedAscii<1> {
+    let a = ascii(s);
+    FixedAscii::<1>::from_ascii(&a.as_bytes()[..a.len().min(1)]).unwrap_or_default()
 }
 
 fn fixed_u300(s: &str) -> FixedUnicode<300> {
@@ -342,6 +370,7 @@ pub fn write_ds(g: &Group, name: &str, ds: &Ds) -> H5Result<Dataset> {
                 .collect(),
             sh,
         ),
+        Vals::Fixed1(v) => put(g, name, v.iter().map(|s| fixed1(s)).collect(), sh),
         Vals::Fixed8(v) => put(g, name, v.iter().map(|s| fixed8(s)).collect(), sh),
         Vals::FixedU300(v) => put(g, name, v.iter().map(|s| fixed_u300(s)).collect(), sh),
     }
@@ -813,14 +842,10 @@ fn int_ty(d: u32) -> BoxedStrategy<u8> {
     pick(d, (0u8..9).boxed(), vec![(9u8..11).boxed()])
 }
 
-const BIG: &[usize] = &[
-    1 << 20,
-    (1 << 24) + 1,
-    1 << 31,
-    1 << 40,
-    (1 << 40) + 1,
-    1 << 62,
-];
+/// Declared extents far beyond anything stored: the readers must refuse them before allocating
+/// (extents the readers may legitimately read, up to 64 MiB, are kept small by the generators:
+/// reading them is allowed and only slow).
+const BIG: &[usize] = &[1 << 31, 1 << 40, (1 << 40) + 1, 1 << 62];
 
 /// A 1-D shape of the values' length; lying, scalar or 2-D shapes are defects.
 fn shape_1d(n: usize, d: u32) -> BoxedStrategy<Shape> {
@@ -836,7 +861,7 @@ fn shape_1d(n: usize, d: u32) -> BoxedStrategy<Shape> {
                     deflate,
                 })
                 .boxed(),
-            (1usize..300_000)
+            (1usize..20_000)
                 .prop_map(|e| Shape::Lie {
                     extent: vec![e],
                     deflate: true,
@@ -852,13 +877,29 @@ fn ds_1d(vals: BoxedStrategy<Vals>, n: usize, d: u32) -> BoxedStrategy<Ds> {
         .boxed()
 }
 
+/// 2^26 one-byte strings: 64 MiB as stored, under the readers' allowance for reads without stored
+/// data, but each string is read into a wider fixed buffer.
+const WIDE_READ: usize = 1 << 26;
+
 fn index_ds(n: usize, d: u32) -> BoxedStrategy<Ds> {
-    around(n, d)
+    let good = around(n, d)
         .prop_flat_map(move |m| {
             let vals = pick(d, string_vals(m, d), vec![num_vals(m, d)]);
             ds_1d(vals, m, d)
         })
-        .boxed()
+        .boxed();
+    pick(
+        d,
+        good,
+        vec![Just(Ds {
+            vals: Vals::Fixed1(vec!["a".into()]),
+            shape: Shape::Lie {
+                extent: vec![WIDE_READ],
+                deflate: false,
+            },
+        })
+        .boxed()],
+    )
 }
 
 fn attr_any() -> BoxedStrategy<AttrV> {
@@ -1440,7 +1481,7 @@ fn member_name(d: u32) -> BoxedStrategy<String> {
     pick(
         d,
         prop_oneof![
-            4 => select(&["counts", "X_pca", "X_umap", "spliced", "distances", "connectivities"][..])
+            4 => select(&["counts", "X_pca", "X_umap", "spliced", "distances", "X_scfoundation"][..])
                 .prop_map(str::to_string),
             1 => "[a-z_]{1,6}",
         ]
@@ -1599,16 +1640,109 @@ pub fn h5ad_case() -> BoxedStrategy<H5adCase> {
             )
         })
         .prop_map(
-            |((n_obs, n_vars), obs, var, x, extras, choice, cells_per_shard)| H5adCase {
-                n_obs,
-                n_vars,
-                obs,
-                var,
-                x,
-                extras,
-                choice,
-                cells_per_shard,
+            |((n_obs, n_vars), obs, var, x, mut extras, choice, cells_per_shard)| {
+                // Two extras at one path (or one inside the other) cannot both be written.
+                let mut taken: Vec<String> = vec![];
+                extras.retain(|e| match e.path() {
+                    None => true,
+                    Some(p) => {
+                        let clash = |q: &String| {
+                            p == *q
+                                || p.starts_with(&format!("{q}/"))
+                                || q.starts_with(&format!("{p}/"))
+                        };
+                        if taken.iter().any(clash) {
+                            false
+                        } else {
+                            taken.push(p);
+                            true
+                        }
+                    }
+                });
+                H5adCase {
+                    n_obs,
+                    n_vars,
+                    obs,
+                    var,
+                    x,
+                    extras,
+                    choice,
+                    cells_per_shard,
+                }
             },
         )
         .boxed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written cases (regression tests start from these)
+
+impl H5adCase {
+    /// A valid file: `n_obs` x `n_vars`, obs/var with an index only, dense float32 `X` of ones,
+    /// no extras, default matrix choice, one cell per shard.
+    pub fn minimal(n_obs: usize, n_vars: usize) -> Self {
+        let frame = |prefix: &str, n: usize| {
+            FrameNode::Group(FrameSpec {
+                encoding: Some(AttrV::Str("dataframe".into())),
+                index_attr: Some(AttrV::Str("_index".into())),
+                index_name: "_index".into(),
+                index: Some(Ds {
+                    vals: Vals::Str((0..n).map(|i| format!("{prefix}{i}")).collect()),
+                    shape: Shape::Flat,
+                }),
+                columns: vec![],
+                column_order: Some(AttrV::StrList(vec![])),
+            })
+        };
+        H5adCase {
+            n_obs,
+            n_vars,
+            obs: frame("cell", n_obs),
+            var: frame("gene", n_vars),
+            x: MatSpec::Dense(Ds {
+                vals: Vals::F32(vec![1.0; n_obs * n_vars]),
+                shape: Shape::Dims(vec![n_obs, n_vars]),
+            }),
+            extras: vec![],
+            choice: Choice {
+                layer: None,
+                use_raw: false,
+                gene_column: None,
+            },
+            cells_per_shard: 1,
+        }
+    }
+
+    pub fn with(mut self, e: Extra) -> Self {
+        self.extras.push(e);
+        self
+    }
+}
+
+impl SparseSpec {
+    /// A consistent all-zero CSR (`csc` false) or CSC group of shape `shape` whose shape attribute
+    /// then says `declared`.
+    pub fn empty(csc: bool, shape: (usize, usize), declared: Vec<i64>) -> Self {
+        let major = if csc { shape.1 } else { shape.0 };
+        SparseSpec {
+            enc: Some(AttrV::Str(
+                if csc { "csc_matrix" } else { "csr_matrix" }.into(),
+            )),
+            old_format: None,
+            shape_name: "shape",
+            shape: Some(AttrV::I64s(declared)),
+            data: Some(Ds {
+                vals: Vals::F32(vec![]),
+                shape: Shape::Flat,
+            }),
+            indices: Some(Ds {
+                vals: Vals::I64(vec![]),
+                shape: Shape::Flat,
+            }),
+            indptr: Some(Ds {
+                vals: Vals::I64(vec![0; major + 1]),
+                shape: Shape::Flat,
+            }),
+        }
+    }
 }

@@ -182,6 +182,8 @@ where
     F: FnOnce() -> Result<(), String> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel();
+    let started = std::time::Instant::now();
+    stat(|| format!("begin {target}"));
     let handle = std::thread::Builder::new()
         .name(format!("fuzz-{target}"))
         .spawn(move || {
@@ -201,6 +203,14 @@ where
             std::process::abort();
         }
     }
+    stat(|| {
+        let ms = started.elapsed().as_millis();
+        if ms > 1000 {
+            format!("done {target} {ms} ms SLOW {case:?}")
+        } else {
+            format!("done {target} {ms} ms")
+        }
+    });
     match handle.join() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(TestCaseError::fail(format!("{target}: {why}"))),
