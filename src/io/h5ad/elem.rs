@@ -19,7 +19,18 @@ const MAX_RATIO: u64 = 1100;
 /// dataspace that claims more than the stored bytes (times the best compression ratio) is corrupt or
 /// hostile, and believing it would mean allocating without bound.
 pub fn check_read(ds: &Dataset, n_elems: usize) -> Result<()> {
-    let elem = ds.dtype().map(|t| t.size()).unwrap_or(8).max(1) as u64;
+    check_read_as(ds, n_elems, 0)
+}
+
+/// [`check_read`] for a read into `mem_elem`-byte elements (wider than the file's, e.g. fixed-length
+/// strings read through a fixed buffer): the allocation is what counts.
+pub fn check_read_as(ds: &Dataset, n_elems: usize, mem_elem: usize) -> Result<()> {
+    let elem = ds
+        .dtype()
+        .map(|t| t.size())
+        .unwrap_or(8)
+        .max(mem_elem)
+        .max(1) as u64;
     let bytes = (n_elems as u64)
         .checked_mul(elem)
         .ok_or_else(|| anyhow!("{}: size overflows", ds.name()))?;
@@ -299,7 +310,17 @@ pub fn read_rows(ds: &Dataset, rows: Option<Range<usize>>) -> Result<Block> {
         .len()
         .checked_mul(per_row)
         .ok_or_else(|| anyhow!("{}: shape {shape:?} overflows", ds.name()))?;
-    check_read(ds, n)?;
+    // Fixed-length strings are read through a buffer of at least their width, vlen ones as pointers.
+    let mem_elem = match ds.dtype().and_then(|t| t.to_descriptor()) {
+        Ok(TypeDescriptor::FixedAscii(w) | TypeDescriptor::FixedUnicode(w)) => match w {
+            0..=64 => 64,
+            65..=256 => 256,
+            _ => 1024,
+        },
+        Ok(TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode) => 16,
+        _ => 0,
+    };
+    check_read_as(ds, n, mem_elem)?;
     let err = || format!("reading {}", ds.name());
     macro_rules! rd {
         ($t:ty, $v:ident) => {{

@@ -12,7 +12,7 @@ use hdf5::{File, Group};
 
 use super::elem::{self, encoding, set_encoding, Block};
 use super::frame::{read_compound, Frame};
-use super::sparse::{self, is_sparse, Matrix, SparseGroup};
+use super::sparse::{self, is_sparse, Matrix};
 
 /// What happens to the cells: a range of one file, or all cells of several files in order.
 pub enum RowOp {
@@ -157,9 +157,25 @@ fn rows_dict(srcs: &[File], counts: &[usize], key: &str, dst: &File, op: &RowOp)
     Ok(())
 }
 
-/// Copies `name` of `src` into `dst` in the current encoding: dataframes and sparse matrices are
-/// rewritten, dicts recursed, plain datasets copied (reference attributes dropped).
+/// Copies `name` of `src` into `dst` in the current encoding: dataframes are rewritten, dicts recursed,
+/// datasets and sparse matrices copied (reference attributes dropped). Soft and external links are
+/// not followed and a group reached twice (a hard-link cycle) is copied once, so a malformed file
+/// cannot make the copy recurse without end.
 pub fn copy_tree(src: &Group, name: &str, dst: &Group, dst_name: &str) -> Result<()> {
+    let mut visited = vec![];
+    if let Ok(root) = src.file().and_then(|f| f.loc_info()) {
+        visited.push(root.token);
+    }
+    copy_tree_in(src, name, dst, dst_name, &mut visited)
+}
+
+fn copy_tree_in(
+    src: &Group,
+    name: &str,
+    dst: &Group,
+    dst_name: &str,
+    visited: &mut Vec<hdf5::LocationToken>,
+) -> Result<()> {
     if let Ok(ds) = src.dataset(name) {
         if matches!(
             ds.dtype()?.to_descriptor(),
@@ -171,23 +187,59 @@ pub fn copy_tree(src: &Group, name: &str, dst: &Group, dst_name: &str) -> Result
         return super::copy_object(src, name, dst, dst_name);
     }
     let g = src.group(name)?;
+    let token = g.loc_info()?.token;
+    if visited.contains(&token) {
+        log::warn!("{}: group already copied (a link cycle); skipped", g.name());
+        return Ok(());
+    }
+    visited.push(token);
     let enc = encoding(&g);
     if enc == "dataframe" || g.link_exists("__categories") {
         let f = g.file()?;
         return Frame::read(&f, &g.name()).and_then(|fr| fr.write(dst, dst_name));
     }
     if is_sparse(&g) {
-        let s = SparseGroup::open(&g)?;
-        let m = Matrix::open(src, name, s.shape.0)?;
-        let part = m.sparse_rows(0..s.shape.0)?;
-        return sparse::write_csr(dst, dst_name, &[part], s.shape.1);
+        // Copied as stored (no need to read it); old h5sparse attributes get their current names.
+        super::copy_object(src, name, dst, dst_name)?;
+        let out = dst.group(dst_name)?;
+        if enc.is_empty() {
+            let kind = if elem::str_attr(&g, "h5sparse_format").unwrap_or_default() == "csc" {
+                "csc_matrix"
+            } else {
+                "csr_matrix"
+            };
+            set_encoding(&out, kind, "0.1.0")?;
+            if let Ok(shape) = g.attr("h5sparse_shape").and_then(|a| a.read_raw::<i64>()) {
+                if shape.len() == 2 && out.attr("shape").is_err() {
+                    out.new_attr::<i64>()
+                        .shape(2)
+                        .create("shape")?
+                        .write(&shape)?;
+                }
+            }
+        }
+        return Ok(());
     }
     let out = dst.create_group(dst_name)?;
     elem::copy_attrs(&g, &out, &[])?;
-    for m in g.member_names()? {
-        copy_tree(&g, &m, &out, &m).with_context(|| format!("{}/{m}", g.name()))?;
+    for (m, hard) in hard_members(&g)? {
+        if !hard {
+            log::warn!("{}/{m}: soft or external link not copied", g.name());
+            continue;
+        }
+        copy_tree_in(&g, &m, &out, &m, visited).with_context(|| format!("{}/{m}", g.name()))?;
     }
     Ok(())
+}
+
+/// A group's members with whether each is a hard link (soft and external links are not followed).
+fn hard_members(g: &Group) -> Result<Vec<(String, bool)>> {
+    let mut out = vec![];
+    g.iter_visit_default(|name, info| {
+        out.push((name.to_string(), info.link_type == hdf5::LinkType::Hard));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Writes the cells selected by `op` from `srcs` into the new file `dst`.
