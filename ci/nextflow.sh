@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 W=$SCF_CI_WORK/nextflow               # scratch: run directories; the jars are cached in NXF_MVN_CACHE (ci/env.sh)
 export NXF_HOME=$W/home NXF_ANSI_LOG=false NXF_DISABLE_CHECK_LATEST=true
+mkdir -p "$NXF_HOME"                  # Nextflow creates only the last level of NXF_HOME
 BIN=$SCF_BIN_DIR
 [ -x "$BIN/scfoundation" ] || { echo "ci/nextflow.sh: $BIN/scfoundation not built" >&2; exit 1; }
 export PATH=$BIN:$PATH

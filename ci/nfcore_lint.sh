@@ -13,6 +13,7 @@ ensure_venv "$VENV" "import nf_core" "nf-core==4.2.1"
 mkdir -p "$W/bin"
 ln -sfn "$ROOT/ci/nextflow/nextflow.sh" "$W/bin/nextflow"
 export NXF_HOME=$SCF_CI_WORK/nextflow/home   # NXF_MVN_CACHE (the jars): ci/env.sh
+mkdir -p "$NXF_HOME"                         # Nextflow creates only the last level of NXF_HOME
 export XDG_CONFIG_HOME=$W/xdg XDG_CACHE_HOME=$W/xdgcache
 if [ ! -d "$XDG_CONFIG_HOME/nfcore/nf-core/modules/.git" ]; then
   rm -rf "$W/fakeremote" && mkdir -p "$W/fakeremote/modules"
