@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on bundled test data: embed 8 cells with the tiny reference model. Builds like a developer's
-# `cargo build --release` (into CARGO_TARGET_DIR if set, else target/); the anndata venv is cached (ci/env.sh).
+# The main job on bundled test data: embed the 16 PBMC cells of test-data/pbmc_tiny.h5ad with the tiny test model.
+# Builds like a developer's `cargo build --release` (into CARGO_TARGET_DIR if set, else target/); the anndata venv
+# is cached outside the clone (ci/env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/env.sh
