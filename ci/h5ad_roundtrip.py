@@ -1,5 +1,6 @@
 """Python anndata must read what the engine writes: cell, gene (full and mean) and expression outputs,
 with obs copied from the input and provenance in uns."""
+import os
 import subprocess
 import sys
 import tempfile
@@ -9,7 +10,9 @@ import anndata as ad
 import numpy as np
 
 root = Path(__file__).resolve().parent.parent
-exe = root / "target/release/scfoundation"
+# the binary under test: SCF_BIN_DIR (set by ci/env.sh), else where `cargo build --release` puts it
+bin_dir = os.environ.get("SCF_BIN_DIR") or Path(os.environ.get("CARGO_TARGET_DIR") or root / "target", "release")
+exe = Path(root, bin_dir, "scfoundation")
 model = root / "test-data/reference/tiny_models.ckpt"
 src = root / "test-data/pbmc_tiny.h5ad"
 

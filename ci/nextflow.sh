@@ -6,14 +6,16 @@
 # built binary on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/env.sh
 ROOT=$PWD
-W=${SCF_CI_WORK:-$ROOT/.ci-work}/nextflow
-export NXF_MVN_CACHE=$W/mvn NXF_HOME=$W/home NXF_ANSI_LOG=false NXF_DISABLE_CHECK_LATEST=true
-BIN=${SCF_BIN_DIR:-$ROOT/target/release}
+W=$SCF_CI_WORK/nextflow               # scratch: run directories; the jars are cached in NXF_MVN_CACHE (ci/env.sh)
+export NXF_HOME=$W/home NXF_ANSI_LOG=false NXF_DISABLE_CHECK_LATEST=true
+mkdir -p "$NXF_HOME"                  # Nextflow creates only the last level of NXF_HOME
+BIN=$SCF_BIN_DIR
 [ -x "$BIN/scfoundation" ] || { echo "ci/nextflow.sh: $BIN/scfoundation not built" >&2; exit 1; }
 export PATH=$BIN:$PATH
 NF="$ROOT/ci/nextflow/nextflow.sh"
-PY=${SCF_PYTHON:-$ROOT/.venv-ci/bin/python}
+PY=$SCF_PYTHON
 "$NF" -version | grep -q version
 
 run_dir() { rm -rf "$W/$1" && mkdir -p "$W/$1" && echo "$W/$1"; }

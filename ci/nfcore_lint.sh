@@ -3,18 +3,17 @@
 # (schemas vendored in ci/nf-core-offline/), and the real Nextflow from ci/nextflow/nextflow.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/env.sh
 ROOT=$PWD
-W=${SCF_CI_WORK:-$ROOT/.ci-work}/nfcore
+W=$SCF_CI_WORK/nfcore                 # scratch: the stand-in remote and nf-core's config/cache dirs
 mkdir -p "$W"
-VENV=$W/venv
-if ! "$VENV/bin/python" -c "import nf_core" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "nf-core==4.2.1"
-fi
+VENV=$SCF_CI_CACHE/venv-nfcore
+ensure_venv "$VENV" "import nf_core" "nf-core==4.2.1"
 # nf-core calls `nextflow config` and (for >= 25.04.4) `nextflow inspect`: give it the real Nextflow.
 mkdir -p "$W/bin"
 ln -sfn "$ROOT/ci/nextflow/nextflow.sh" "$W/bin/nextflow"
-export NXF_MVN_CACHE=${SCF_CI_WORK:-$ROOT/.ci-work}/nextflow/mvn NXF_HOME=${SCF_CI_WORK:-$ROOT/.ci-work}/nextflow/home
+export NXF_HOME=$SCF_CI_WORK/nextflow/home   # NXF_MVN_CACHE (the jars): ci/env.sh
+mkdir -p "$NXF_HOME"                         # Nextflow creates only the last level of NXF_HOME
 export XDG_CONFIG_HOME=$W/xdg XDG_CACHE_HOME=$W/xdgcache
 if [ ! -d "$XDG_CONFIG_HOME/nfcore/nf-core/modules/.git" ]; then
   rm -rf "$W/fakeremote" && mkdir -p "$W/fakeremote/modules"

@@ -4,10 +4,10 @@
 # Embed it, split and merge it, and check every output with anndata. Cached under SCF_CI_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-CACHE=${SCF_CI_CACHE:-$HOME/.cache/scfoundation-ci}/real-data
-BIN=${SCF_BIN_DIR:-$ROOT/target/release}
-PY=${SCF_PYTHON:-$ROOT/.venv-ci/bin/python}
+. ci/env.sh
+CACHE=$SCF_CI_CACHE/real-data
+BIN=$SCF_BIN_DIR
+PY=$SCF_PYTHON
 F=$CACHE/rna_10xpmbc3k.h5ad
 SHA=5266b2358627162501a1a75033a32a643f920153da09f13ae5cfbdd622eef90a
 if [ ! -s "$F" ] || ! echo "$SHA  $F" | sha256sum -c --quiet - 2>/dev/null; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Format, lints and the Rust test suite (release profile: the same build the workflow checks use).
+# Format, lints and the Rust test suite (release profile: the same build the workflow checks use). Builds into
+# CARGO_TARGET_DIR (ci/all.sh: $SCF_CI_CACHE/target); tests/layouts.rs runs SCF_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked

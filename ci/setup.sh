@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build and the checks need on a fresh Debian/Ubuntu machine: libhdf5 + pkg-config
-# (apt), a Rust toolchain if missing, and a Python venv with anndata for the h5ad round-trip check.
+# (apt), a Rust toolchain if missing, and a Python venv with anndata for the h5ad checks (SCF_VENV, cached
+# under SCF_CI_CACHE; see ci/env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/env.sh
 
 need_apt=()
 pkg-config --exists hdf5 2>/dev/null || need_apt+=(libhdf5-dev)
@@ -24,8 +26,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-VENV=${SCF_VENV:-.venv-ci}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import anndata" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "anndata>=0.10" "h5py" "numpy" "pandas"
-fi
+ensure_venv "$SCF_VENV" "import anndata, h5py, numpy, pandas" "anndata>=0.10" "h5py" "numpy" "pandas"
+# tests/layouts.rs falls back to <clone>/.venv-ci/bin/python when SCF_PYTHON is unset (a plain `cargo test`):
+# point that name at the cached venv, unless a real directory of that name is already there.
+if [ ! -e .venv-ci ] || [ -L .venv-ci ]; then ln -sfn "$SCF_VENV" .venv-ci; fi
