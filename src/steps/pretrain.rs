@@ -189,9 +189,8 @@ impl PretrainOptions {
         if self.save_every == 0 {
             bail!("--save-every must be at least 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite())
-            || !(self.min_lr >= 0.0 && self.min_lr <= self.lr)
-        {
+        let lr_ok = self.lr > 0.0 && self.lr.is_finite();
+        if !(lr_ok && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             bail!("--lr must be positive and --min-lr between 0 and --lr");
         }
         if !(self.weight_decay >= 0.0 && self.clip_norm >= 0.0) {
@@ -438,6 +437,13 @@ pub fn pretrain(
         |m: &crate::model::MaeAutobin, b: &Vec<Example>| -> Result<Option<candle_core::Tensor>> {
             Ok(masked_sse(m, b, device)?.map(|(t, _)| t))
         };
+    if loaded.is_none() {
+        // The starting point's validation loss, as step 0 of the log and the curve.
+        if let Some(v) = validate(&trainer, &ds, &split.val, opts, mask_token, device)? {
+            log.append(&json!({"step": 0, "val_loss": v}))?;
+            log::info!("step 0: val loss {v:.5}");
+        }
+    }
     let first_step = trainer.step;
     let stop_at = opts
         .stop_after

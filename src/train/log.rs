@@ -66,8 +66,11 @@ pub fn history(dir: &Path, step: u64) -> Result<Vec<String>> {
         .collect())
 }
 
-/// (step, loss) and (step, val_loss) points of a log.
-pub fn curves(path: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+/// Points of a curve: (step, value).
+pub type Curve = Vec<(f64, f64)>;
+
+/// The training (`loss`) and validation (`val_loss`) curves of a log.
+pub fn curves(path: &Path) -> Result<(Curve, Curve)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (mut train, mut val) = (vec![], vec![]);
