@@ -113,6 +113,8 @@ impl Dataset {
                 path.display()
             );
             let alignment = stream.alignment.clone();
+            // The first pass's reader goes before the batch reader opens (a CSC matrix is held whole).
+            drop(stream);
             let file = crate::io::h5ad::open_file(path)?;
             let matrix = Matrix::open(&file, &matrix_path(&file, choice), n_cells)
                 .with_context(|| format!("{}: opening the matrix", path.display()))?;
