@@ -119,8 +119,9 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
     Ok(norm)
 }
 
-/// Linear warm-up from 0 to `peak` over `warmup` steps, then cosine decay to `min` at `total` steps
-/// (constant `min` after). Steps count from 1 (the first update).
+/// Linear warm-up to `peak` over `warmup` steps (update k of the warm-up uses `peak * k / warmup`),
+/// then cosine decay towards `min`, reached just after update `total`, so every update up to `total`
+/// has a positive rate even when `min` is 0; `min` afterwards. Steps count from 1 (the first update).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LrSchedule {
     pub peak: f64,
@@ -134,14 +135,10 @@ impl LrSchedule {
         if self.warmup > 0 && step <= self.warmup {
             return self.peak * step as f64 / self.warmup as f64;
         }
-        if step >= self.total || self.total <= self.warmup {
-            return if step >= self.total {
-                self.min
-            } else {
-                self.peak
-            };
+        if step > self.total {
+            return self.min;
         }
-        let progress = (step - self.warmup) as f64 / (self.total - self.warmup) as f64;
+        let progress = (step - self.warmup - 1) as f64 / (self.total - self.warmup) as f64;
         self.min + 0.5 * (self.peak - self.min) * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
@@ -161,19 +158,23 @@ mod tests {
         };
         assert!((s.at(1) - 1e-4).abs() < 1e-12);
         assert!((s.at(10) - 1e-3).abs() < 1e-12);
-        assert!((s.at(60) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-12);
-        assert!((s.at(110) - 1e-5).abs() < 1e-15);
-        assert!((s.at(500) - 1e-5).abs() < 1e-15);
-        for k in 11..110 {
+        assert!((s.at(11) - 1e-3).abs() < 1e-12);
+        assert!((s.at(61) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-12);
+        assert!(s.at(110) > 1e-5 && s.at(110) < 1.05e-5);
+        assert_eq!(s.at(111), 1e-5);
+        assert_eq!(s.at(500), 1e-5);
+        for k in 11..120 {
             assert!(s.at(k + 1) <= s.at(k));
         }
-        let flat = LrSchedule {
+        // No warm-up, one step: the update still has the peak rate.
+        let one = LrSchedule {
             peak: 1.0,
             min: 0.0,
             warmup: 0,
-            total: 0,
+            total: 1,
         };
-        assert_eq!(flat.at(1), 0.0);
+        assert_eq!(one.at(1), 1.0);
+        assert_eq!(one.at(2), 0.0);
     }
 
     /// The update of torch.optim.AdamW, written out in f64 for two steps on one scalar.
