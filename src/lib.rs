@@ -9,4 +9,5 @@ pub mod model;
 pub mod progress;
 pub mod provenance;
 pub mod steps;
+pub mod train;
 pub mod weights;

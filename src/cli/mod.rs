@@ -17,6 +17,7 @@ macro_rules! outln {
 pub mod convert;
 pub mod embed;
 pub mod shards;
+pub mod train;
 pub mod weights;
 
 use clap::{Parser, Subcommand};
@@ -144,6 +145,10 @@ pub enum Command {
     /// Manage model weights: list, fetch (with resume and sha256 check), verify, import, remove.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
+    /// Write a randomly initialised model (tiny, small, the released 100m shape, or a config file).
+    Init(train::InitArgs),
+    /// Pretrain with the read-depth-aware masked regression objective on h5ad raw counts.
+    Pretrain(Box<train::PretrainArgs>),
 }
 
 /// A whole number in `LO..=HI`; clap reports anything else (including overflow) as a usage error,
@@ -170,5 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(a) => shards::split(a),
         Command::Merge(a) => shards::merge(a),
         Command::Weights(c) => weights::run(c, &cli.global),
+        Command::Init(a) => train::run_init(a),
+        Command::Pretrain(a) => train::run_pretrain(*a),
     }
 }

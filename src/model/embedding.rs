@@ -14,6 +14,8 @@ pub struct AutoDiscretizationEmbedding {
     bin_alpha: f64,
     mask_value: f64,
     pad_value: f64,
+    /// Autograd-friendly ops (training); off for inference, whose numerics are pinned by the parity tests.
+    pub(crate) differentiable: bool,
 }
 
 impl AutoDiscretizationEmbedding {
@@ -29,6 +31,7 @@ impl AutoDiscretizationEmbedding {
             bin_alpha: cfg.bin_alpha,
             mask_value: cfg.mask_token_id as f64,
             pad_value: cfg.pad_token_id as f64,
+            differentiable: false,
         })
     }
 
@@ -37,7 +40,7 @@ impl AutoDiscretizationEmbedding {
         let v = values.unsqueeze(D::Minus1)?;
         let h = candle_nn::ops::leaky_relu(&self.mlp.forward(&v)?, 0.1)?;
         let z = ((&h * self.bin_alpha)? + self.mlp2.forward(&h)?)?;
-        let w = candle_nn::ops::softmax_last_dim(&z)?;
+        let w = super::encoder::softmax(&z, self.differentiable)?;
         let e = w.broadcast_matmul(&self.emb)?;
         // The reference overwrites positions holding the literal mask/pad token values.
         let e = replace_where(&e, values, self.mask_value, &self.emb_mask)?;

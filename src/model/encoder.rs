@@ -13,6 +13,24 @@ pub(crate) fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(dim, LN_EPS, vb)
 }
 
+/// LayerNorm; `differentiable` takes candle's composite path, which autograd follows (the fused
+/// kernel used for inference has no backward pass).
+pub(crate) fn norm(ln: &LayerNorm, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+    match (differentiable, ln.bias()) {
+        (true, Some(b)) => candle_nn::ops::layer_norm_slow(x, ln.weight(), b, LN_EPS as f32),
+        _ => ln.forward(x),
+    }
+}
+
+/// Softmax over the last dimension; `differentiable` as for [`norm`].
+pub(crate) fn softmax(x: &Tensor, differentiable: bool) -> Result<Tensor> {
+    if differentiable {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
 struct SelfAttention {
     in_proj_weight: Tensor,
     in_proj_bias: Tensor,
@@ -21,6 +39,7 @@ struct SelfAttention {
     dim: usize,
     /// Most attention scores held at once (see `ATTN_BLOCK_ELEMS`).
     block_elems: usize,
+    differentiable: bool,
 }
 
 impl SelfAttention {
@@ -32,6 +51,7 @@ impl SelfAttention {
             heads,
             dim,
             block_elems: ATTN_BLOCK_ELEMS,
+            differentiable: false,
         })
     }
 
@@ -67,7 +87,7 @@ impl SelfAttention {
             if let Some(m) = mask {
                 scores = scores.broadcast_add(m)?;
             }
-            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let p = softmax(&scores, self.differentiable)?;
             outs.push(p.matmul(&v)?);
             start += n;
         }
@@ -101,15 +121,17 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = self.norm1.forward(&(x + self.attn.forward(x, mask)?)?)?;
+        let diff = self.attn.differentiable;
+        let x = norm(&self.norm1, &(x + self.attn.forward(x, mask)?)?, diff)?;
         let ff = self.linear2.forward(&self.linear1.forward(&x)?.relu()?)?;
-        self.norm2.forward(&(x + ff)?)
+        norm(&self.norm2, &(x + ff)?, diff)
     }
 }
 
 pub struct TransformerEncoder {
     layers: Vec<EncoderLayer>,
     norm: LayerNorm,
+    differentiable: bool,
 }
 
 impl TransformerEncoder {
@@ -121,7 +143,16 @@ impl TransformerEncoder {
         Ok(Self {
             layers,
             norm: layer_norm(dim, vb.pp("norm"))?,
+            differentiable: false,
         })
+    }
+
+    /// Autograd-friendly ops for training (see [`norm`]); inference leaves this off.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+        for l in &mut self.layers {
+            l.attn.differentiable = on;
+        }
     }
 
     /// Caps the attention scores computed at once (memory vs. speed); results do not change.
@@ -136,7 +167,7 @@ impl TransformerEncoder {
         for layer in &self.layers {
             x = layer.forward(&x, mask)?;
         }
-        self.norm.forward(&x)
+        norm(&self.norm, &x, self.differentiable)
     }
 }
 

@@ -6,7 +6,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
 use super::embedding::AutoDiscretizationEmbedding;
-use super::encoder::{layer_norm, TransformerEncoder};
+use super::encoder::{layer_norm, norm, TransformerEncoder};
 use super::performer::PerformerDecoder;
 
 /// Encoder input for a batch: gathered (strictly positive) values and their position ids,
@@ -29,6 +29,7 @@ pub struct MaeAutobin {
     norm: LayerNorm,
     to_final: Linear,
     cfg: ModelConfig,
+    differentiable: bool,
 }
 
 impl MaeAutobin {
@@ -44,11 +45,31 @@ impl MaeAutobin {
             norm: layer_norm(dec, vb.pp("norm"))?,
             to_final: candle_nn::linear(dec, 1, vb.pp("to_final"))?,
             cfg: cfg.clone(),
+            differentiable: false,
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Switches to ops that candle's autograd can follow (composite softmax and LayerNorm instead of
+    /// the fused inference kernels, which have no backward pass). Training turns this on; inference
+    /// leaves it off, so its numerics stay those the parity tests pin.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+        self.token_emb.differentiable = on;
+        self.encoder.set_differentiable(on);
+        self.decoder.set_differentiable(on);
+    }
+
+    pub fn is_differentiable(&self) -> bool {
+        self.differentiable
+    }
+
+    /// Element type of the weights (f32 for inference; training tests also build f64 models).
+    pub fn dtype(&self) -> candle_core::DType {
+        self.to_final.weight().dtype()
     }
 
     /// Value embedding alone, [B, L] → [B, L, D].
@@ -81,13 +102,27 @@ impl MaeAutobin {
         let (b, n) = full_values.dims2()?;
         let d = self.cfg.encoder.hidden_dim;
         let embedded = self.token_emb.forward(full_values)?.reshape((b * n, d))?;
-        let table = Tensor::cat(&[&encoded.flatten_to(1)?, &embedded], 0)?;
+        self.decode_rows(encoded, &embedded, scatter, (b, n))
+    }
+
+    /// The decoder given its input rows by index: `scatter` [B*N] u32 picks for every decoder position a
+    /// row of `[encoded (B*L rows); extra]`, where `extra` [R, D_enc] holds value embeddings. Returns
+    /// the states after the last LayerNorm, [B, N, D_dec].
+    pub fn decode_rows(
+        &self,
+        encoded: &Tensor,
+        extra: &Tensor,
+        scatter: &Tensor,
+        (b, n): (usize, usize),
+    ) -> Result<Tensor> {
+        let d = self.cfg.encoder.hidden_dim;
+        let table = Tensor::cat(&[&encoded.flatten_to(1)?, extra], 0)?;
         let x = table.index_select(scatter, 0)?.reshape((b, n, d))?;
-        let positions = Tensor::arange(0u32, n as u32, full_values.device())?;
+        let positions = Tensor::arange(0u32, n as u32, encoded.device())?;
         let x = x.broadcast_add(&self.pos_emb.forward(&positions)?)?;
         let x = self.decoder_embed.forward(&x)?;
         let x = self.decoder.forward(&x)?;
-        self.norm.forward(&x)
+        norm(&self.norm, &x, self.differentiable)
     }
 
     /// Expression head on decoder hidden states: [B, N, D] → [B, N].

@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
-use super::encoder::layer_norm;
+use super::encoder::{layer_norm, norm};
 
 const KERNEL_EPS: f64 = 1e-4;
 
@@ -19,6 +19,7 @@ struct FastSelfAttention {
     projection: Tensor,
     heads: usize,
     dim_head: usize,
+    differentiable: bool,
 }
 
 impl FastSelfAttention {
@@ -39,6 +40,7 @@ impl FastSelfAttention {
             projection,
             heads,
             dim_head,
+            differentiable: false,
         })
     }
 
@@ -65,7 +67,7 @@ impl FastSelfAttention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
-        let h = self.norm.forward(x)?;
+        let h = norm(&self.norm, x, self.differentiable)?;
         let heads = |t: Tensor| -> Result<Tensor> {
             t.reshape((b, n, self.heads, self.dim_head))?
                 .transpose(1, 2)?
@@ -92,6 +94,7 @@ struct FeedForward {
     norm: LayerNorm,
     w1: Linear,
     w2: Linear,
+    differentiable: bool,
 }
 
 impl FeedForward {
@@ -101,11 +104,12 @@ impl FeedForward {
             norm: layer_norm(dim, vb.pp("norm"))?,
             w1: candle_nn::linear(dim, 4 * dim, f.pp("w1"))?,
             w2: candle_nn::linear(4 * dim, dim, f.pp("w2"))?,
+            differentiable: false,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.norm.forward(x)?;
+        let h = norm(&self.norm, x, self.differentiable)?;
         self.w2.forward(&self.w1.forward(&h)?.gelu_erf()?)
     }
 }
@@ -113,6 +117,7 @@ impl FeedForward {
 pub struct PerformerDecoder {
     layers: Vec<(FastSelfAttention, FeedForward)>,
     norm: LayerNorm,
+    differentiable: bool,
 }
 
 impl PerformerDecoder {
@@ -136,7 +141,17 @@ impl PerformerDecoder {
         Ok(Self {
             layers,
             norm: layer_norm(dim, vb.pp("norm"))?,
+            differentiable: false,
         })
+    }
+
+    /// Autograd-friendly LayerNorm for training; inference leaves this off.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+        for (a, f) in &mut self.layers {
+            a.differentiable = on;
+            f.differentiable = on;
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -145,6 +160,6 @@ impl PerformerDecoder {
             x = (&x + attn.forward(&x)?)?;
             x = (&x + ff.forward(&x)?)?;
         }
-        self.norm.forward(&x)
+        norm(&self.norm, &x, self.differentiable)
     }
 }

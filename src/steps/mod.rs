@@ -2,5 +2,7 @@
 
 pub mod convert;
 pub mod embed;
+pub mod init;
 pub mod merge;
+pub mod pretrain;
 pub mod split;
