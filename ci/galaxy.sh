@@ -5,12 +5,12 @@
 #   2. a fresh Galaxy with every tool of galaxy-tools/ and the weights data manager installed (tool_conf.xml,
 #      data_manager_conf.xml, the scfoundation_models data table), the freshly built scfoundation on its PATH;
 #   3. as an admin does: the data manager installs scfoundation-tiny@1.0 from test-data/registry.json through the
-#      API, the data table is reloaded and checked (row, sha256, file);
-#   4. every <test> of every tool with galaxy-tool-test (galaxy-tool-util) against that server: the tools' tests
-#      select the installed model from the table; then the data manager's own tests;
-#   5. every workflow of workflows/ end to end with planemo test --engine external_galaxy;
-#   6. a browser check (Playwright + Debian's headless Chromium): upload, embedding form, run, green history,
-#      screenshots under $SCF_CI_WORK/galaxy/screenshots.
+#      API, the data table is reloaded and checked (row, sha256, file, offered by the tool form);
+#   4. a browser check (Playwright + Debian's headless Chromium): upload, embedding form with the installed model,
+#      run, green history, screenshots under $SCF_CI_WORK/galaxy/screenshots;
+#   5. every <test> of every tool (data manager included) with galaxy-tool-test (galaxy-tool-util) against that
+#      server; the tools' tests select the installed model from the data table;
+#   6. every workflow of workflows/ end to end with planemo test --engine external_galaxy.
 # Installs (cached under ${SCF_CI_CACHE:-~/.cache/scfoundation-ci}/galaxy): the Galaxy venv, a planemo/playwright
 # venv and, if missing, the chromium Debian package. Per-run scratch: ${SCF_CI_WORK:-.ci-work}/galaxy.
 set -euo pipefail
@@ -23,9 +23,9 @@ W=${SCF_CI_WORK:-$ROOT/.ci-work}/galaxy
 BIN=${SCF_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 SERVER_VENV=$CACHE/server-$GALAXY_VERSION
 TOOLS_VENV=$CACHE/tools
-PARALLEL=${SCF_GALAXY_PARALLEL:-3}          # tool tests run at once
+PARALLEL=${SCF_GALAXY_PARALLEL:-4}          # tool tests run at once
 START_TIMEOUT=${SCF_GALAXY_START_TIMEOUT:-420}
-TEST_TIMEOUT=${SCF_GALAXY_TEST_TIMEOUT:-900}  # per galaxy-tool-test / planemo invocation
+TEST_TIMEOUT=${SCF_GALAXY_TEST_TIMEOUT:-1800} # bound on the tool tests, and on each workflow test
 
 log() { printf '[galaxy %4ds] %s\n' $((SECONDS - T0)) "$*"; }
 die() { echo "ci/galaxy.sh: $*" >&2; exit 1; }
@@ -75,9 +75,9 @@ log "installed: Galaxy $("$SERVER_VENV/bin/python" -c 'import galaxy.version as 
 
 # ---------------------------------------------------------------------------------------------------------------
 log "lint"
-"$TOOLS_VENV/bin/planemo" lint --skip BioToolsValid -r galaxy-tools/
+"$TOOLS_VENV/bin/planemo" lint --report_level warn --skip BioToolsValid -r galaxy-tools/
 # version_bumped asks the main tool shed (not reachable here).
-"$TOOLS_VENV/bin/planemo" shed_lint --skip version_bumped --ensure_metadata -r galaxy-tools/
+"$TOOLS_VENV/bin/planemo" shed_lint --report_level warn --skip version_bumped --ensure_metadata -r galaxy-tools/
 WORKFLOWS=(workflows/*/*.ga)
 [ -e "${WORKFLOWS[0]}" ] || die "no workflow under workflows/"
 for wf in "${WORKFLOWS[@]}"; do "$TOOLS_VENV/bin/planemo" workflow_lint --iwc "$(dirname "$wf")"; done
@@ -158,8 +158,8 @@ cleanup() {
     log "Galaxy server stopped"
   fi
   if [ "$rc" != 0 ] && [ -f "$W/logs/server.log" ]; then
-    echo "---- last 60 lines of the Galaxy server log ($W/logs/server.log) ----" >&2
-    tail -n 60 "$W/logs/server.log" | cut -c1-400 >&2
+    echo "---- end of the Galaxy server log, without access lines ($W/logs/server.log) ----" >&2
+    grep -v '^INFO: *127\.0\.0\.1:' "$W/logs/server.log" | tail -n 60 | cut -c1-400 >&2
   fi
   log "Galaxy step $([ "$rc" = 0 ] && echo passed || echo FAILED) in $((SECONDS - T0))s"
   exit "$rc"
@@ -179,33 +179,34 @@ log "user $EMAIL (admin) and its API key created with the bootstrap key"
 
 # ---------------------------------------------------------------------------------------------------------------
 log "data manager: install scfoundation-tiny@1.0 from test-data/registry.json through the API"
-$ADMIN install-model "$URL" --key-env GX_KEY --model scfoundation-tiny@1.0 \
-  --display-name "scFoundation tiny (test registry)" --registry test-data/registry.json
+MODEL_NAME="scFoundation tiny (test registry)"
+$ADMIN install-model "$URL" --key-env GX_KEY --model scfoundation-tiny@1.0 --display-name "$MODEL_NAME" \
+  --registry test-data/registry.json
 
-# Bounded test runs: timeout(1) ends a hung client; the server keeps running until the trap stops it.
-tool_tests() {  # RESULT_JSON TOOL_ID...
-  local out=$1
-  shift
-  local rcs=0 pids=() t
-  for t in "$@"; do
-    timeout "$TEST_TIMEOUT" "$TOOLS_VENV/bin/galaxy-tool-test" -u "$URL" -k "$GX_KEY" -a "$GX_KEY" -t "$t" \
-      --parallel-tests "$PARALLEL" --history-per-test-case -j "$W/results/$out-$t.json" \
-      > "$W/logs/tool-test-$t.log" 2>&1 &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || rcs=$?; done
-  local args=()
-  for t in "$@"; do args+=(--tool "$t" --results "$W/results/$out-$t.json"); done
-  $ADMIN check-tests "$URL" --key-env GX_KEY "${args[@]}" || {
-    for t in "$@"; do echo "---- $W/logs/tool-test-$t.log (tail)" >&2; tail -n 15 "$W/logs/tool-test-$t.log" >&2; done
-    return 1
-  }
-  [ "$rcs" = 0 ] || { echo "galaxy-tool-test exited with $rcs" >&2; return 1; }
+# A person's path in the web client, before the tests add more rows to the table.
+log "browser check: Chromium uploads, runs the embedding tool, waits for green"
+timeout 600 "$PY" ci/galaxy/browser_check.py --url "$URL" --email "$EMAIL" --password-env GX_PASSWORD \
+  --key-env GX_KEY --input test-data/pbmc_tiny.h5ad --model scfoundation-tiny@1.0 --model-name "$MODEL_NAME" \
+  --chromium "$CHROMIUM" --out "$W/screenshots"
+
+# Every <test> of every tool the server has (the three tools and the data manager), PARALLEL at a time, each in
+# its own history; the tools' tests pick the installed model from the data table (--with-reference-data: they use
+# a data table). timeout(1) bounds the client; the trap stops the server.
+TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance data_manager_scfoundation_weights)
+log "tool tests: galaxy-tool-test, $PARALLEL at a time"
+rc=0
+timeout "$TEST_TIMEOUT" "$TOOLS_VENV/bin/galaxy-tool-test" -u "$URL" -k "$GX_KEY" -a "$GX_KEY" --with-reference-data \
+  --parallel-tests "$PARALLEL" --history-per-test-case -j "$W/results/tool-tests.json" \
+  > "$W/logs/tool-tests.log" 2>&1 || rc=$?
+check=()
+for t in "${TOOL_IDS[@]}"; do check+=(--tool "$t"); done
+$ADMIN check-tests "$URL" --key-env GX_KEY "${check[@]}" --results "$W/results/tool-tests.json" || {
+  [ "$rc" = 124 ] && echo "galaxy-tool-test did not finish within ${TEST_TIMEOUT}s (SCF_GALAXY_TEST_TIMEOUT)" >&2
+  echo "---- $W/logs/tool-tests.log (tail)" >&2
+  tail -n 30 "$W/logs/tool-tests.log" >&2
+  die "tool tests failed"
 }
-log "tool tests (model selected from the data table; $PARALLEL at a time per tool)"
-tool_tests tools scfoundation_embed scfoundation_geneembed scfoundation_enhance
-log "data manager tests"
-tool_tests dm data_manager_scfoundation_weights
+[ "$rc" = 0 ] || { tail -n 30 "$W/logs/tool-tests.log" >&2; die "galaxy-tool-test exited with $rc$([ "$rc" = 124 ] && echo ": not finished within ${TEST_TIMEOUT}s")"; }
 
 # ---------------------------------------------------------------------------------------------------------------
 for wf in "${WORKFLOWS[@]}"; do
@@ -221,8 +222,3 @@ for wf in "${WORKFLOWS[@]}"; do
   grep -E 'passed|failed' "$W/logs/workflow-$name.log" | tail -n 3
 done
 
-# ---------------------------------------------------------------------------------------------------------------
-log "browser check: Chromium uploads, runs the embedding tool, waits for green"
-timeout 600 "$PY" ci/galaxy/browser_check.py --url "$URL" --email "$EMAIL" --password-env GX_PASSWORD \
-  --key-env GX_KEY --input test-data/pbmc_tiny.h5ad --model-name "scFoundation tiny (test registry)" \
-  --chromium "$CHROMIUM" --out "$W/screenshots"

@@ -3,8 +3,8 @@
 Debian's headless Chromium.
 
 Logs in, starts a new history, uploads the input through the upload dialog (type auto-detect), opens
-the *scFoundation cell embedding* form, picks the model the data manager installed (by its display name,
-from the data table), runs it, and waits for both history items to turn green. Saves PNG screenshots of the filled form and of the finished history.
+the *scFoundation cell embedding* form, selects the model the data manager installed (from the data
+table; the form must show its display name), runs it, and waits for both history items to turn green. Saves PNG screenshots of the filled form and of the finished history.
 Fails (exit 1) if the upload or the job fails, a wait runs out, or the output is not an h5ad with
 obsm/X_scfoundation; the API is used only to check the result, never to drive the run.
 
@@ -66,7 +66,8 @@ def main():
     ap.add_argument("--password-env", required=True, help="environment variable holding the password")
     ap.add_argument("--key-env", required=True, help="environment variable holding the user's API key (result check)")
     ap.add_argument("--input", required=True)
-    ap.add_argument("--model-name", required=True, help="display name of the installed model to pick in the form")
+    ap.add_argument("--model", required=True, help="value (NAME@VERSION) of the installed model to run with")
+    ap.add_argument("--model-name", help="its display name, which the form must show")
     ap.add_argument("--out", required=True)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--timeout", type=int, default=300, help="seconds for each of upload and job")
@@ -108,15 +109,17 @@ def main():
             page.wait_for_selector("button#execute", state="visible")
             page.wait_for_selector('div.ui-form-element[id="form-element-input"]', state="visible")
             page.wait_for_selector('div.ui-form-element[id="form-element-input"] >> text=pbmc_tiny.h5ad')
-            # Pick the model the data manager installed, by its display name, as a user does.
+            # The model the data manager installed: selected by its value (NAME@VERSION), its label shown.
             model_field = 'div.ui-form-element[id="form-element-model_source|cached_model"]'
-            page.click(f"{model_field} .multiselect")
-            page.keyboard.type(args.model_name)
-            page.wait_for_selector(f"{model_field} .multiselect__option >> text={args.model_name}")
-            page.keyboard.press("Enter")
-            model = page.inner_text(f"{model_field} .multiselect__single")
-            if model.strip() != args.model_name:
-                fail(f"could not select the installed model '{args.model_name}' (field shows {model!r})", page, args.out)
+            selected = page.locator(f"{model_field} [data-selected-value]").first
+            if selected.get_attribute("data-selected-value") != args.model:
+                page.click(f"{model_field} .multiselect")
+                page.click(f"{model_field} .multiselect__option [data-option-value='{args.model}']")
+            if selected.get_attribute("data-selected-value") != args.model:
+                fail(f"could not select the installed model {args.model} in the form", page, args.out)
+            label = page.inner_text(f"{model_field} .multiselect__single").strip()
+            if args.model_name and label != args.model_name:
+                fail(f"the form shows the model as {label!r}, not {args.model_name!r}", page, args.out)
             page.wait_for_timeout(500)
             form_png = os.path.join(args.out, "embed_tool_form.png")
             page.screenshot(path=form_png, full_page=True)
@@ -153,7 +156,15 @@ def main():
             if "obsm/X_scfoundation" not in h5 or "uns/scfoundation/model_sha256" not in h5:
                 fail(f"output lacks obsm/X_scfoundation or uns/scfoundation/model_sha256: {list(h5)}")
             shape = h5["obsm/X_scfoundation"].shape
-    print(f"browser_check: ok: '{out['name']}' is an h5ad with obsm/X_scfoundation {shape}; "
+            used_sha = h5["uns/scfoundation/model_sha256"][()]
+            used_sha = used_sha.decode() if isinstance(used_sha, bytes) else str(used_sha)
+    table = json.loads(api(url, key, "tool_data/scfoundation_models"))
+    shas = {dict(zip(table["columns"], row))["sha256"] for row in table["fields"]
+            if dict(zip(table["columns"], row))["value"] == args.model}
+    if used_sha not in shas:
+        fail(f"the output was made with weights of sha256 {used_sha}, not the installed {args.model} ({shas})")
+    print(f"browser_check: ok: '{out['name']}' is an h5ad with obsm/X_scfoundation {shape}, made with "
+          f"{args.model} (sha256 {used_sha[:12]}...); "
           f"screenshots {form_png}, {hist_png} ({time.monotonic() - t0:.0f}s)")
 
 

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -183,7 +184,7 @@ def cmd_check_tests(a):
                 print(f"    {stream}: {job[stream][-1500:]}")
     per_tool, seen = {}, {}
     for test_id, data in passed + failed:
-        tool = test_id.rsplit("-", 1)[0]
+        tool = re.sub(r"(/[^/]*)?-\d+$", "", test_id)  # TOOL/VERSION-INDEX (galaxy-tool-test) or TOOL-INDEX
         seen[tool] = seen.get(tool, 0) + 1
         if data.get("status") == "success":
             per_tool[tool] = per_tool.get(tool, 0) + 1
