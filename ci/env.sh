@@ -4,7 +4,8 @@
 #   SCF_CI_CACHE (default $HOME/.cache/scfoundation-ci)
 #     target/          cargo target dir of ci/all.sh (release build, clippy, tests, and the cuda check)
 #     venv-anndata/    Python + anndata: h5ad round trip, real data, tests/layouts.rs (SCF_VENV, SCF_PYTHON)
-#     venv-galaxy/     planemo + galaxy-tool-util          venv-nfcore/   nf-core tools
+#     galaxy/          server-<version>/ (the real Galaxy), tools/ (planemo, galaxy-tool-util, playwright)
+#     venv-nfcore/     nf-core tools
 #     venv-hadolint/   hadolint                            venv-cuda/     nvcc from NVIDIA's wheels
 #     nextflow-mvn/    Nextflow jars assembled from Maven Central (+ its local Maven repository)
 #     real-data/       the 10x PBMC3k h5ad (sha256-checked)
