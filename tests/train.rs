@@ -908,3 +908,94 @@ fn training_forward_matches_inference() {
         .unwrap();
     assert!(d < 1e-5, "{d}");
 }
+
+/// Mixed precision (bf16 forward, f32 master weights): gradients arrive in f32 on the master
+/// variables and point where the f32 gradients point; training steps still lower the loss.
+#[test]
+fn mixed_precision_tracks_f32() {
+    let cfg = TrainerConfig {
+        schedule: scfoundation::train::optim::LrSchedule {
+            peak: 3e-3,
+            min: 3e-3,
+            warmup: 0,
+            total: 100,
+        },
+        clip_norm: Some(1.0),
+        adamw: Default::default(),
+    };
+    let f32_trainer = Trainer::new(micro_model(DType::F32, &Trainable::all()), cfg);
+    let mut half = micro_model(DType::F32, &Trainable::all());
+    half.set_compute_dtype(DType::BF16).unwrap();
+    assert!(half.compute_model().unwrap().is_some());
+    let mut bf16_trainer = Trainer::new(half, cfg);
+    let ex = examples(6, 21);
+    let units = ex.iter().map(|x| x.masked.len()).sum::<usize>();
+    let batch = vec![MicroBatch {
+        units,
+        data: ex.clone(),
+    }];
+    let (lf, gf) = f32_trainer
+        .gradients(&batch, |m, b: &Vec<Example>| loss_fn(m, b))
+        .unwrap();
+    let (lh, gh) = bf16_trainer
+        .gradients(&batch, |m, b: &Vec<Example>| loss_fn(m, b))
+        .unwrap();
+    assert!((lf - lh).abs() < 0.03 * lf, "loss f32 {lf} bf16 {lh}");
+    let flat = |g: &[Option<Tensor>]| -> Vec<f64> {
+        g.iter()
+            .flatten()
+            .flat_map(|t| {
+                assert_eq!(
+                    t.dtype(),
+                    DType::F32,
+                    "gradients reach the f32 master weights"
+                );
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (a, b) = (flat(&gf), flat(&gh));
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let cos = dot / (na * nb);
+    assert!(cos > 0.98, "gradient cosine f32 vs bf16: {cos}");
+    for (_, v) in &bf16_trainer.model.params {
+        assert_eq!(v.dtype(), DType::F32);
+    }
+    // A few steps (bf16 is slow on the CPU) follow the f32 run's descent.
+    let mut f32_trainer = f32_trainer;
+    let small = vec![MicroBatch {
+        units: ex[..2].iter().map(|x| x.masked.len()).sum(),
+        data: ex[..2].to_vec(),
+    }];
+    let (mut first, mut last) = ([0f64; 2], [0f64; 2]);
+    for i in 0..6 {
+        for (j, t) in [&mut f32_trainer, &mut bf16_trainer]
+            .into_iter()
+            .enumerate()
+        {
+            last[j] = t
+                .step(&small, |m, b: &Vec<Example>| loss_fn(m, b))
+                .unwrap()
+                .loss;
+            if i == 0 {
+                first[j] = last[j];
+            }
+        }
+    }
+    assert!(
+        last[1] < 0.9 * first[1],
+        "bf16 training: {first:?} -> {last:?}"
+    );
+    assert!(
+        (last[1] - last[0]).abs() < 0.05 * first[0],
+        "bf16 and f32 runs diverge: {first:?} -> {last:?}"
+    );
+}

@@ -80,7 +80,7 @@ pub struct PretrainArgs {
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32; bf16 (mixed precision with f32 master weights) is not implemented yet [default: f32].
+    /// f32, or bf16: mixed precision (bf16 forward, f32 master weights and optimiser; for CUDA, slow on CPU) [default: f32].
     #[arg(long, value_enum)]
     pub precision: Option<CliPrecision>,
     /// Total optimiser steps [default: 1000].

@@ -1,6 +1,6 @@
 //! The encoder: PyTorch `nn.TransformerEncoderLayer` stack (post-LN, ReLU FFN, 4x width) plus a final LayerNorm.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
@@ -15,19 +15,31 @@ pub(crate) fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
 
 /// LayerNorm; `differentiable` takes candle's composite path, which autograd follows (the fused
 /// kernel used for inference has no backward pass).
+/// In mixed-precision training (half-precision activations) the statistics are taken in f32.
 pub(crate) fn norm(ln: &LayerNorm, x: &Tensor, differentiable: bool) -> Result<Tensor> {
     match (differentiable, ln.bias()) {
-        (true, Some(b)) => candle_nn::ops::layer_norm_slow(x, ln.weight(), b, LN_EPS as f32),
+        (true, Some(b)) => in_f32(x, |x| {
+            let f = |t: &Tensor| t.to_dtype(x.dtype());
+            candle_nn::ops::layer_norm_slow(x, &f(ln.weight())?, &f(b)?, LN_EPS as f32)
+        }),
         _ => ln.forward(x),
     }
 }
 
-/// Softmax over the last dimension; `differentiable` as for [`norm`].
+/// Softmax over the last dimension; `differentiable` as for [`norm`] (in f32 for half inputs).
 pub(crate) fn softmax(x: &Tensor, differentiable: bool) -> Result<Tensor> {
     if differentiable {
-        candle_nn::ops::softmax(x, D::Minus1)
+        in_f32(x, |x| candle_nn::ops::softmax(x, D::Minus1))
     } else {
         candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// `f` applied in f32 when `x` is bf16/f16 (result cast back; the casts are differentiable), else as is.
+pub(crate) fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+        _ => f(x),
     }
 }
 

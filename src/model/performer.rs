@@ -1,7 +1,7 @@
 //! The decoder: a pre-LN Performer with FAVOR+ softmax-kernel attention using the checkpoint's stored
 //! random-feature projection, exactly the reference's stabilisers, and an exact-erf GELU FFN.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
@@ -52,7 +52,7 @@ impl FastSelfAttention {
         let c = (self.dim_head as f64).powf(-0.25);
         let m = self.projection.dim(0)?;
         let ratio = (m as f64).powf(-0.5);
-        let dash = (x * c)?.broadcast_matmul(&self.projection.t()?)?;
+        let dash = (x * c)?.broadcast_matmul(&self.projection.to_dtype(x.dtype())?.t()?)?;
         let diag = (x.sqr()?.sum_keepdim(D::Minus1)? * (c * c / 2.0))?;
         let stab = if is_query {
             dash.max_keepdim(D::Minus1)?
@@ -63,6 +63,16 @@ impl FastSelfAttention {
         };
         let e = dash.broadcast_sub(&diag)?.broadcast_sub(&stab)?.exp()?;
         (e + KERNEL_EPS)? * ratio
+    }
+
+    /// Non-causal FAVOR+ attention of per-head q, k, v ([b,h,n,e]).
+    fn linear_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let q = self.feature_map(q, true)?;
+        let k = self.feature_map(k, false)?;
+        let k_sum = k.sum_keepdim(2)?; // [b,h,1,m]
+        let denom = q.broadcast_mul(&k_sum)?.sum_keepdim(D::Minus1)?; // [b,h,n,1]
+        let context = k.t()?.matmul(v)?; // [b,h,m,e]
+        q.matmul(&context)?.broadcast_div(&denom)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -76,13 +86,16 @@ impl FastSelfAttention {
         let q = heads(self.to_q.forward(&h)?)?;
         let k = heads(self.to_k.forward(&h)?)?;
         let v = heads(self.to_v.forward(&h)?)?;
-        let q = self.feature_map(&q, true)?;
-        let k = self.feature_map(&k, false)?;
-        // Non-causal linear attention.
-        let k_sum = k.sum_keepdim(2)?; // [b,h,1,m]
-        let denom = q.broadcast_mul(&k_sum)?.sum_keepdim(D::Minus1)?; // [b,h,n,1]
-        let context = k.t()?.matmul(&v)?; // [b,h,m,e]
-        let out = q.matmul(&context)?.broadcast_div(&denom)?;
+        let out = match q.dtype() {
+            // Mixed precision: the kernel's exponentials and its sums over all 19,266 positions in
+            // f32 (bf16 would lose the small features and the sums' precision).
+            DType::BF16 | DType::F16 => {
+                let f = |t: &Tensor| t.to_dtype(DType::F32);
+                self.linear_attention(&f(&q)?, &f(&k)?, &f(&v)?)?
+                    .to_dtype(q.dtype())?
+            }
+            _ => self.linear_attention(&q, &k, &v)?,
+        };
         let out = out
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.dim_head))?;

@@ -27,7 +27,7 @@ pub use crate::steps::init::PROVENANCE_FILE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    /// bf16 compute with f32 master weights: not implemented yet.
+    /// bf16 forward pass with f32 master weights, gradients, moments and loss (mixed precision).
     Bf16,
 }
 
@@ -200,9 +200,6 @@ impl PretrainOptions {
             bail!("--min-mapped must be between 0 and 1");
         }
         self.rda.validate()?;
-        if self.precision == Precision::Bf16 {
-            bail!("--precision bf16 is not implemented yet: pretraining runs in f32 (see docs/pretraining.md)");
-        }
         Ok(())
     }
 }
@@ -364,13 +361,19 @@ pub fn pretrain(
     if let Some(st) = &loaded {
         check_resume(&st.state.run, &run)?;
     }
-    let model = TrainModel::from_tensors(
+    let mut model = TrainModel::from_tensors(
         entry.raw_config.clone(),
         entry.tensors,
         &opts.trainable,
         DType::F32,
         device,
     )?;
+    if opts.precision == Precision::Bf16 {
+        if device.is_cpu() {
+            log::warn!("--precision bf16 on the CPU: correct but slow (candle's CPU bf16 kernels); meant for CUDA");
+        }
+        model.set_compute_dtype(DType::BF16)?;
+    }
     log::info!(
         "{} trainable parameters in {} tensors ({})",
         model.n_trainable(),
@@ -565,12 +568,14 @@ fn validate(
     }
     let mut rng = Rng::derive(opts.seed, "val", 0);
     let (mut sse, mut n) = (0f64, 0usize);
+    let fresh = trainer.model.compute_model()?;
+    let model = fresh.as_ref().unwrap_or(&trainer.model.model);
     for chunk in val.chunks(opts.batch_size) {
         let batch = chunk
             .iter()
             .map(|&c| example(ds, c, opts, mask_token, &mut rng))
             .collect::<Result<Vec<_>>>()?;
-        if let Some((s, k)) = masked_sse(&trainer.model.model, &batch, device)? {
+        if let Some((s, k)) = masked_sse(model, &batch, device)? {
             sse += s.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
             n += k;
         }

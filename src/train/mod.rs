@@ -3,10 +3,10 @@
 //! warm-up + cosine schedule, gradient clipping and accumulation, deterministic data order and random
 //! streams, atomic checkpoints with exact resume, a JSON-lines log and a PNG loss curve.
 //!
-//! Precision: weights, moments and arithmetic are f32. bf16 mixed precision (bf16 forward, f32 master
-//! weights) is future work; the design leaves room for it: trainable tensors are `Var`s handed to the
-//! model through [`params::TrainBackend`], which can return a bf16 cast of each f32 master `Var`
-//! (a differentiable op, so gradients arrive in f32), with the model rebuilt per step.
+//! Precision: master weights, gradients, moments and the loss are f32. Mixed precision
+//! ([`params::TrainModel::set_compute_dtype`], bf16 on CUDA): the model is rebuilt each step from
+//! bf16 casts of the f32 master `Var`s (a differentiable op, so gradients arrive in f32), with
+//! LayerNorm, softmax and the FAVOR+ exponentials computed in f32.
 
 pub mod checkpoint;
 pub mod data;
@@ -83,8 +83,10 @@ impl Trainer {
         if total == 0 {
             return Ok((0.0, grads));
         }
+        let fresh = self.model.compute_model()?;
+        let model = fresh.as_ref().unwrap_or(&self.model.model);
         for mb in micro {
-            let Some(sum) = loss_fn(&self.model.model, &mb.data)? else {
+            let Some(sum) = loss_fn(model, &mb.data)? else {
                 continue;
             };
             let scaled = (sum / total as f64)?;
@@ -138,8 +140,10 @@ impl Trainer {
     ) -> Result<f64> {
         let total: usize = micro.iter().map(|m| m.units).sum();
         let mut sum = 0f64;
+        let fresh = self.model.compute_model()?;
+        let model = fresh.as_ref().unwrap_or(&self.model.model);
         for mb in micro {
-            if let Some(s) = loss_fn(&self.model.model, &mb.data)? {
+            if let Some(s) = loss_fn(model, &mb.data)? {
                 sum += s
                     .detach()
                     .to_dtype(candle_core::DType::F64)?

@@ -106,6 +106,9 @@ pub struct TrainBackend {
     vars: VarMap,
     fixed: HashMap<String, Tensor>,
     requested: Arc<Mutex<BTreeSet<String>>>,
+    /// Mixed precision: variables are handed out as a (differentiable) cast to this dtype, so the
+    /// forward pass runs in it while gradients reach the master variables in their own dtype.
+    cast: Option<DType>,
 }
 
 impl SimpleBackend for TrainBackend {
@@ -132,6 +135,9 @@ impl SimpleBackend for TrainBackend {
             Some(v) => {
                 if v.shape() != &s {
                     candle_core::bail!("{name}: shape {:?}, the model expects {s:?}", v.shape());
+                }
+                if let Some(c) = self.cast {
+                    return v.as_tensor().to_dtype(c);
                 }
                 if v.dtype() != dtype {
                     candle_core::bail!("{name}: variable is {:?}, not {dtype:?}", v.dtype());
@@ -172,6 +178,11 @@ pub struct TrainModel {
     pub fixed: BTreeMap<String, Tensor>,
     pub dtype: DType,
     pub device: Device,
+    /// Forward-pass dtype (mixed precision when it differs from `dtype`, the master weights').
+    compute_dtype: DType,
+    /// Frozen parameters and buffers on the device, cast to `compute_dtype` (rebuilding the
+    /// half-precision model each step reuses them).
+    fixed_compute: HashMap<String, Tensor>,
 }
 
 impl TrainModel {
@@ -216,8 +227,9 @@ impl TrainModel {
         let requested = Arc::new(Mutex::new(BTreeSet::new()));
         let backend = TrainBackend {
             vars: varmap.clone(),
-            fixed: fixed_dev,
+            fixed: fixed_dev.clone(),
             requested: requested.clone(),
+            cast: None,
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
         let mut model = MaeAutobin::load(vb, &config)
@@ -248,7 +260,50 @@ impl TrainModel {
             fixed,
             dtype,
             device: device.clone(),
+            compute_dtype: dtype,
+            fixed_compute: fixed_dev,
         })
+    }
+
+    /// Runs the forward pass in `compute` (e.g. bf16) while the variables, their gradients and the
+    /// optimiser stay in the master dtype: mixed precision. Buffers keep their master dtype when they
+    /// are integer-valued counters; float buffers are cast once here.
+    pub fn set_compute_dtype(&mut self, compute: DType) -> Result<()> {
+        if compute == self.compute_dtype {
+            return Ok(());
+        }
+        let mut fixed = HashMap::new();
+        for (name, t) in &self.fixed_compute {
+            fixed.insert(name.clone(), t.to_dtype(compute)?);
+        }
+        self.fixed_compute = fixed;
+        self.compute_dtype = compute;
+        Ok(())
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
+    }
+
+    /// The network for a forward pass: `None` means `self.model` (same precision as the master
+    /// weights); under mixed precision a fresh model whose weights are this step's casts of the
+    /// variables (candle is eager, so a cast taken once would not follow later updates).
+    pub fn compute_model(&self) -> Result<Option<MaeAutobin>> {
+        if self.compute_dtype == self.dtype {
+            return Ok(None);
+        }
+        let backend = TrainBackend {
+            vars: self.varmap.clone(),
+            fixed: self.fixed_compute.clone(),
+            requested: Arc::new(Mutex::new(BTreeSet::new())),
+            cast: Some(self.compute_dtype),
+        };
+        let vb =
+            VarBuilder::from_backend(Box::new(backend), self.compute_dtype, self.device.clone());
+        let mut model = MaeAutobin::load(vb, &self.config)
+            .map_err(|e| anyhow!("building the {:?} model: {e}", self.compute_dtype))?;
+        model.set_differentiable(true);
+        Ok(Some(model))
     }
 
     pub fn vars(&self) -> Vec<Var> {

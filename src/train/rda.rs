@@ -12,7 +12,7 @@
 //! 5. the loss is the mean squared error over masked positions against the normalised raw target.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::rng::Rng;
 use crate::data::preprocess::{FULL_LEN, S_POSITION, T_POSITION};
@@ -204,9 +204,14 @@ pub fn masked_sse(
         })
         .collect();
     let pred = model.predict_expression(&cells, device)?.flatten_all()?;
+    // Under mixed precision the loss is summed in f32.
+    let pred = match pred.dtype() {
+        DType::BF16 | DType::F16 => pred.to_dtype(DType::F32)?,
+        _ => pred,
+    };
     let n = idx.len();
     let idx = Tensor::from_vec(idx, n, device)?;
-    let target = Tensor::from_vec(target, n, device)?.to_dtype(model.dtype())?;
+    let target = Tensor::from_vec(target, n, device)?.to_dtype(pred.dtype())?;
     let diff = (pred.index_select(&idx, 0)? - target)?;
     Ok(Some((diff.sqr()?.sum_all()?, n)))
 }
