@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The `cuda` feature must keep compiling: `cargo check --release --features cuda` with nvcc from NVIDIA's PyPI
+# The `cuda` and `nccl` features must keep compiling: `cargo check --release --features nccl` (nccl implies cuda) with nvcc from NVIDIA's PyPI
 # wheels (no CUDA toolkit or GPU on CI machines; nothing here runs on a GPU). The nvcc venv is cached
 # (SCF_CI_CACHE/venv-cuda). The check uses the main target dir (ci/all.sh: SCF_CI_CACHE/target) and the release
 # profile, so every dependency the cuda feature does not change is the one `cargo clippy --release` already
@@ -14,5 +14,5 @@ ensure_venv "$VENV" "$NVCC_CHECK" "nvidia-cuda-nvcc==13.4.92" "nvidia-cuda-runti
   "nvidia-cuda-crt==13.4.92" "nvidia-nvvm==13.4.92" nvidia-cuda-cccl
 C=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/nvidia/cu13
 PATH=$C/bin:$PATH CUDA_HOME=$C CUDA_PATH=$C CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} \
-  cargo check --release --locked --features cuda
-echo "cuda feature: compiles (nvcc $("$C/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+  cargo check --release --locked --features nccl
+echo "cuda + nccl features: compile (nvcc $("$C/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"

@@ -7,7 +7,10 @@ use clap::Args;
 
 use crate::io::MatrixChoice;
 use crate::steps::init::{init, InitConfig};
-use crate::steps::pretrain::{pretrain, saved_options, Precision, PretrainOptions, Start};
+use crate::steps::pretrain::{
+    pretrain, saved_options, Parallel, Precision, PretrainOptions, Start,
+};
+use crate::train::dist::DistEnv;
 use crate::train::params::Trainable;
 
 #[derive(Debug, Args)]
@@ -80,6 +83,14 @@ pub struct PretrainArgs {
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The file through which rank 0 hands the NCCL id to the other ranks in data-parallel training
+    /// (ranks and world size come from RANK/WORLD_SIZE/LOCAL_RANK or SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID)
+    /// [default: OUT/.nccl-id].
+    #[arg(long)]
+    pub dist_id_file: Option<PathBuf>,
+    /// Seconds ranks wait for rank 0's NCCL id [default: 600].
+    #[arg(long, value_parser = super::count_in::<1, 86400>)]
+    pub dist_timeout: Option<usize>,
     /// f32, or bf16: mixed precision (bf16 forward, f32 master weights and optimiser; for CUDA, slow on CPU) [default: f32].
     #[arg(long, value_enum)]
     pub precision: Option<CliPrecision>,
@@ -224,7 +235,19 @@ fn options(a: &PretrainArgs) -> Result<PretrainOptions> {
 }
 
 pub fn run_pretrain(a: PretrainArgs) -> Result<()> {
-    let device = crate::device::parse(&a.device)?;
+    let env = DistEnv::from_env()?;
+    // One process per GPU: `--device cuda` without an index takes the launcher's local rank.
+    let spec = if !env.is_single() && a.device.trim().eq_ignore_ascii_case("cuda") {
+        format!("cuda:{}", env.local_rank)
+    } else {
+        a.device.clone()
+    };
+    let device = crate::device::parse(&spec)?;
+    let par = Parallel {
+        env,
+        id_file: a.dist_id_file.clone(),
+        timeout: std::time::Duration::from_secs(a.dist_timeout.unwrap_or(600) as u64),
+    };
     let opts = options(&a)?;
     let start = match (&a.init, &a.resume) {
         (Some(m), None) => Start::Init {
@@ -237,7 +260,10 @@ pub fn run_pretrain(a: PretrainArgs) -> Result<()> {
     if a.key.is_some() && a.resume.is_some() {
         anyhow::bail!("--key applies to --init only");
     }
-    let s = pretrain(&a.data, &start, &a.out, &opts, &device)?;
+    let s = pretrain(&a.data, &start, &a.out, &opts, &device, &par)?;
+    if env.rank != 0 {
+        return Ok(());
+    }
     let fmt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
     outln!(
         "{}: step {}, loss {}, validation loss {} ({} training cells, {} validation cells)",

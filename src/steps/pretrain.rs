@@ -15,6 +15,7 @@ use crate::io::MatrixChoice;
 use crate::model::load_entry;
 use crate::train::checkpoint::{self, TrainState, MODEL_KEYS};
 use crate::train::data::{file_name, CellRef, DataPosition, Dataset, Sampler, Split};
+use crate::train::dist::{DistEnv, GradReduce};
 use crate::train::log::{self as tlog, TrainLog};
 use crate::train::optim::{AdamWConfig, LrSchedule};
 use crate::train::params::{TrainModel, Trainable};
@@ -285,14 +286,28 @@ fn model_digest(path: &Path, key: &str) -> Result<String> {
     crate::weights::verify::sha256_file(&f)
 }
 
+/// How this process takes part in data-parallel training (default: alone).
+#[derive(Debug, Clone, Default)]
+pub struct Parallel {
+    pub env: DistEnv,
+    /// Where rank 0 publishes the NCCL id (default `<out>/.nccl-id`).
+    pub id_file: Option<PathBuf>,
+    /// How long ranks wait for rank 0's id.
+    pub timeout: std::time::Duration,
+}
+
 pub fn pretrain(
     data: &[PathBuf],
     start: &Start,
     out: &Path,
     opts: &PretrainOptions,
     device: &Device,
+    par: &Parallel,
 ) -> Result<PretrainSummary> {
     opts.validate()?;
+    let dist = par.env;
+    // Rank 0 alone validates and writes the log and checkpoints; every rank trains.
+    let main_rank = dist.rank == 0;
     let inputs: Vec<&Path> = data.iter().map(PathBuf::as_path).collect();
     crate::fsutil::refuse_input_as_output(out, &inputs)?;
     if out.exists() && !out.is_dir() {
@@ -397,6 +412,15 @@ pub fn pretrain(
             },
         },
     );
+    if !dist.is_single() {
+        trainer.reducer = Some(reducer(par, out, device)?);
+        log::info!(
+            "data parallel: rank {} of {}, {} cells per micro-batch per rank",
+            dist.rank,
+            dist.world,
+            opts.batch_size
+        );
+    }
     let (mut rng, position, mut cells_seen, history) = match &loaded {
         Some(st) => {
             checkpoint::restore_moments(&trainer.model, &mut trainer.opt, &st.moments)?;
@@ -420,8 +444,12 @@ pub fn pretrain(
         ),
     };
     let mut sampler = Sampler::new(&split, opts.seed, position)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut log = TrainLog::create(out, &history)?;
+    let mut log = if main_rank {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        Some(TrainLog::create(out, &history)?)
+    } else {
+        None
+    };
     let val_every = if opts.val_every == 0 {
         opts.save_every
     } else {
@@ -440,7 +468,7 @@ pub fn pretrain(
         |m: &crate::model::MaeAutobin, b: &Vec<Example>| -> Result<Option<candle_core::Tensor>> {
             Ok(masked_sse(m, b, device)?.map(|(t, _)| t))
         };
-    if loaded.is_none() {
+    if let (None, Some(log)) = (&loaded, log.as_mut()) {
         // The starting point's validation loss, as step 0 of the log and the curve.
         if let Some(v) = validate(&trainer, &ds, &split.val, opts, mask_token, device)? {
             log.append(&json!({"step": 0, "val_loss": v}))?;
@@ -456,14 +484,19 @@ pub fn pretrain(
         let mut micro = Vec::with_capacity(opts.accumulate);
         for _ in 0..opts.accumulate {
             let mut batch = Vec::with_capacity(opts.batch_size);
-            for _ in 0..opts.batch_size {
+            // Every rank draws the whole global micro-batch (one shared order and random stream)
+            // and keeps its share.
+            for i in 0..opts.batch_size * dist.world {
                 let c = sampler.next(&split);
-                batch.push(example(&ds, c, opts, mask_token, &mut rng)?);
+                let ex = example(&ds, c, opts, mask_token, &mut rng)?;
+                if dist.owns(i) {
+                    batch.push(ex);
+                }
             }
             let units = batch.iter().map(|e| e.masked.len()).sum();
             micro.push(MicroBatch { data: batch, units });
         }
-        let n_cells = (opts.batch_size * opts.accumulate) as u64;
+        let n_cells = (opts.batch_size * opts.accumulate * dist.world) as u64;
         let stats = trainer
             .step(&micro, loss_fn)
             .with_context(|| format!("training step {}", trainer.step + 1))?;
@@ -479,7 +512,7 @@ pub fn pretrain(
             "masked".into(),
             json!(micro.iter().map(|m| m.units).sum::<usize>()),
         );
-        if stats.step % val_every == 0 || stats.step == opts.steps {
+        if main_rank && (stats.step % val_every == 0 || stats.step == opts.steps) {
             if let Some(v) = validate(&trainer, &ds, &split.val, opts, mask_token, device)? {
                 rec.insert("val_loss".into(), json!(v));
                 last_val = Some(v);
@@ -489,7 +522,9 @@ pub fn pretrain(
             "cells_per_s".into(),
             json!(n_cells as f64 / t0.elapsed().as_secs_f64().max(1e-9)),
         );
-        log.append(&Value::Object(rec))?;
+        if let Some(log) = log.as_mut() {
+            log.append(&Value::Object(rec))?;
+        }
         log::info!(
             "step {}/{}: loss {:.5}, lr {:.3e}, grad norm {:.3}{}",
             stats.step,
@@ -502,7 +537,7 @@ pub fn pretrain(
                 .map(|v| format!(", val loss {v:.5}"))
                 .unwrap_or_default()
         );
-        if stats.step % opts.save_every == 0 || stats.step == opts.steps {
+        if main_rank && (stats.step % opts.save_every == 0 || stats.step == opts.steps) {
             let state = TrainState {
                 step: trainer.step,
                 rng: rng.clone(),
@@ -515,7 +550,7 @@ pub fn pretrain(
             saved_at = Some(trainer.step);
         }
     }
-    if saved_at != Some(trainer.step) {
+    if main_rank && saved_at != Some(trainer.step) {
         // Stopped early, or nothing left to train: the output still gets the checkpoint.
         let state = TrainState {
             step: trainer.step,
@@ -534,6 +569,26 @@ pub fn pretrain(
         n_train: split.train.len(),
         n_val: split.val.len(),
     })
+}
+
+#[cfg(feature = "nccl")]
+fn reducer(par: &Parallel, out: &Path, device: &Device) -> Result<Box<dyn GradReduce>> {
+    let file = crate::train::dist::id_file(par.id_file.as_deref(), out);
+    Ok(Box::new(crate::train::dist::NcclReducer::new(
+        &par.env,
+        device,
+        &file,
+        par.timeout,
+    )?))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn reducer(par: &Parallel, _: &Path, _: &Device) -> Result<Box<dyn GradReduce>> {
+    bail!(
+        "the launcher says world size {} (rank {}): data-parallel training needs a binary built with --features nccl",
+        par.env.world,
+        par.env.rank
+    )
 }
 
 fn example(

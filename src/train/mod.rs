@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod init;
 pub mod log;
 pub mod optim;
@@ -57,6 +58,9 @@ pub struct Trainer {
     pub cfg: TrainerConfig,
     /// Optimiser steps completed.
     pub step: u64,
+    /// Data-parallel training: averages gradients and loss over ranks before each update (`None`:
+    /// one process).
+    pub reducer: Option<Box<dyn dist::GradReduce>>,
 }
 
 impl Trainer {
@@ -67,6 +71,7 @@ impl Trainer {
             opt: AdamW::new(cfg.adamw, n),
             cfg,
             step: 0,
+            reducer: None,
         }
     }
 
@@ -113,7 +118,10 @@ impl Trainer {
         micro: &[MicroBatch<B>],
         loss_fn: impl Fn(&MaeAutobin, &B) -> Result<Option<Tensor>>,
     ) -> Result<StepStats> {
-        let (loss, mut grads) = self.gradients(micro, loss_fn)?;
+        let (mut loss, mut grads) = self.gradients(micro, loss_fn)?;
+        if let Some(r) = &self.reducer {
+            loss = r.all_reduce_mean(&mut grads, &self.model.params, loss)?;
+        }
         if !loss.is_finite() {
             bail!("loss is {loss} at step {}", self.step + 1);
         }
