@@ -400,10 +400,21 @@ fn resume_continues_bit_for_bit() {
     a.extend(data.iter().map(|p| s(p)));
     a.extend(["--resume", s(&part), "--out", s(&cont), "--stop-after", "2"]);
     run_ok(&a);
+    // The last part as a data-parallel world of one (SLURM variables): plain training, bit for bit.
     let mut a = vec!["--threads", "1", "pretrain", "--data"];
     a.extend(data.iter().map(|p| s(p)));
     a.extend(["--resume", s(&cont), "--out", s(&cont)]);
-    run_ok(&a);
+    let out = common::bin()
+        .args(&a)
+        .env("SLURM_PROCID", "0")
+        .env("SLURM_NTASKS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     for f in [
         "gene.safetensors",
@@ -438,12 +449,21 @@ fn resume_continues_bit_for_bit() {
     let a = pretrain_args(&data, &["--init", s(&m0), "--out", s(&part)]);
     let e = run_err(&a);
     assert!(e.contains("already holds a training run"), "{e}");
-    let a = pretrain_args(
-        &data,
-        &["--init", s(&m0), "--out", s(&bad), "--precision", "bf16"],
+    // A world of two needs the nccl feature (and CUDA); nothing is written.
+    let a = pretrain_args(&data, &["--init", s(&m0), "--out", s(&bad)]);
+    let out = common::bin()
+        .args(&a)
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("world size 2") && (e.contains("nccl") || e.contains("CUDA")),
+        "{e}"
     );
-    let e = run_err(&a);
-    assert!(e.contains("bf16 is not implemented"), "{e}");
+    assert!(!bad.join("gene.safetensors").exists());
 }
 
 /// With `--trainable encoder-last:1`, every other tensor keeps its bytes and the optimizer state holds

@@ -19,6 +19,17 @@ pub fn test_data(name: &str) -> PathBuf {
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_scfoundation"));
     c.env_remove("RUST_LOG");
+    // A test run inside a SLURM job or under torchrun must not look like data-parallel training.
+    for v in [
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "SLURM_LOCALID",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 
