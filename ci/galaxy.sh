@@ -20,7 +20,8 @@ ROOT=$PWD
 T0=$SECONDS
 GALAXY_VERSION=26.1.2
 CACHE=$SCF_CI_CACHE/galaxy
-W=$SCF_CI_WORK/galaxy
+# SCF_INSTALL_ONLY=1 (ci/prefetch.sh): install, then stop; its logs go elsewhere, so a run can follow at once.
+W=$SCF_CI_WORK/galaxy$([ "${SCF_INSTALL_ONLY:-}" = 1 ] && echo -install)
 BIN=$SCF_BIN_DIR
 SERVER_VENV=$CACHE/server-$GALAXY_VERSION
 TOOLS_VENV=$CACHE/tools
@@ -62,6 +63,7 @@ for p in server:$p_server tools:$p_tools chromium:$p_chromium; do
 done
 CHROMIUM=${SCF_CHROMIUM:-/usr/bin/chromium}
 log "installed: Galaxy $("$SERVER_VENV/bin/python" -c 'import galaxy.version as v; print(v.VERSION)'), $("$TOOLS_VENV/bin/planemo" --version | tail -1), $("$CHROMIUM" --version 2>/dev/null | head -1)"
+[ "${SCF_INSTALL_ONLY:-}" = 1 ] && exit 0
 
 # ---------------------------------------------------------------------------------------------------------------
 log "lint"

@@ -9,6 +9,7 @@ W=$SCF_CI_WORK/nfcore                 # scratch: the stand-in remote and nf-core
 mkdir -p "$W"
 VENV=$SCF_CI_CACHE/venv-nfcore
 ensure_venv "$VENV" "import nf_core" "nf-core==4.2.1"
+[ "${SCF_INSTALL_ONLY:-}" = 1 ] && exit 0   # ci/prefetch.sh
 # nf-core calls `nextflow config` and (for >= 25.04.4) `nextflow inspect`: give it the real Nextflow.
 mkdir -p "$W/bin"
 ln -sfn "$ROOT/ci/nextflow/nextflow.sh" "$W/bin/nextflow"
