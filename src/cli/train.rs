@@ -18,9 +18,10 @@ use crate::train::params::Trainable;
 scfoundation init --config tiny --seed 1 --out tiny-model\n  \
 scfoundation init --config 100m --seed 0 --out model-100m")]
 pub struct InitArgs {
-    /// Model shape: tiny (fixture size), small (~8.6M parameters), 100m (the released shape), or a
+    /// Model shape: tiny (fixture size), small (~8.6M parameters), mid (released widths, 4+2 layers),
+    /// 100m (the released shape), or a
     /// config JSON file (the reference checkpoint's nested config, or its merged form).
-    #[arg(long, value_name = "tiny|small|100m|FILE")]
+    #[arg(long, value_name = "tiny|small|mid|100m|FILE")]
     pub config: String,
     /// Seed of the random initialisation (the same seed gives the same weights).
     #[arg(long, default_value_t = 0)]

@@ -35,7 +35,7 @@ impl InitConfig {
             Self::File(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| {
                     format!(
-                        "--config {}: neither a preset (tiny, small, 100m) nor a readable JSON file",
+                        "--config {}: neither a preset (tiny, small, mid, 100m) nor a readable JSON file",
                         path.display()
                     )
                 })?;

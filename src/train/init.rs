@@ -27,6 +27,8 @@ pub enum Preset {
     /// About 8.6M parameters: encoder 256 x 4 x 8, decoder 128 x 2 x 4 (dim_head 32). Our own choice;
     /// the paper's 3M and 10M shapes are in a supplement that was not available.
     Small,
+    /// Benchmark shape: the released widths with fewer layers, encoder 768 x 4 x 12, decoder 512 x 2 x 8.
+    Mid,
     /// The released model: encoder 768 x 12 x 12, decoder 512 x 6 x 8 (dim_head 64), 119,252,285 parameters.
     M100,
 }
@@ -36,6 +38,7 @@ impl Preset {
         match s {
             "tiny" => Some(Self::Tiny),
             "small" => Some(Self::Small),
+            "mid" => Some(Self::Mid),
             "100m" | "100M" => Some(Self::M100),
             _ => None,
         }
@@ -45,6 +48,7 @@ impl Preset {
         match self {
             Self::Tiny => "tiny",
             Self::Small => "small",
+            Self::Mid => "mid",
             Self::M100 => "100m",
         }
     }
@@ -54,6 +58,7 @@ impl Preset {
         let (enc, dec) = match self {
             Self::Tiny => ((32, 2, 4, 8), (24, 2, 4, 6)),
             Self::Small => ((256, 4, 8, 32), (128, 2, 4, 32)),
+            Self::Mid => ((768, 4, 12, 64), (512, 2, 8, 64)),
             Self::M100 => ((768, 12, 12, 64), (512, 6, 8, 64)),
         };
         nested_config(enc, dec, 100)
