@@ -16,7 +16,7 @@ use super::{
 use crate::data::N_GENES;
 use crate::fsutil::PendingFile;
 use crate::metrics::Classification;
-use crate::model::classifier::HEAD_PREFIX;
+use crate::model::classifier::{feature_stats, HEAD_PREFIX};
 use crate::model::{load_entry, CellClassifier, ClassifierConfig, MaeAutobin};
 use crate::progress::Progress;
 use crate::train::optim::{AdamWConfig, LrSchedule};
@@ -317,16 +317,6 @@ pub fn train(
         .collect();
     let k = classes.len();
 
-    // Cells (all read and validated; only labelled ones kept).
-    let cells = data::read_cells(input, &opts.cell)?;
-    if cells.tokens.len() != raw_labels.len() {
-        bail!(
-            "{file}: obs has {} rows but the matrix {} cells",
-            raw_labels.len(),
-            cells.tokens.len()
-        );
-    }
-
     let (train_idx, val_idx) = stratified_split(&labels, k, opts.val_fraction, opts.seed);
     let count = |idx: &[usize]| {
         let mut c = vec![0usize; k];
@@ -379,39 +369,39 @@ pub fn train(
         DType::F32,
         device,
     )?;
-    let head_cfg = ClassifierConfig {
-        in_dim: width,
-        hidden: opts.hidden,
-        n_classes: k,
-    };
-    tm.add_params(&init_head(&head_cfg, opts.seed)?)?;
-    let head = CellClassifier::load(tm.extra_var_builder().pp(HEAD_PREFIX), &head_cfg)?;
-    log::info!(
-        "model {} (sha256 {}): {} trainable parameters ({} fine-tuned encoder layers + head {}-{}-{})",
-        model_ref.name,
-        model_ref.sha256,
-        tm.n_trainable(),
-        opts.finetune_layers,
-        width,
-        opts.hidden,
-        k
-    );
-
-    // Features.
+    // Features: reused embeddings (frozen model, matching provenance; the matrix is not read), or
+    // the cells read, validated and preprocessed as embed does (only labelled ones kept).
     let mut embeddings_source = "computed";
+    let reused = if opts.finetune_layers == 0 && opts.reuse_embeddings {
+        data::reusable_embeddings(input, model_ref, &opts.cell, raw_labels.len(), width)?
+    } else {
+        None
+    };
+    let (cells, reused) = match reused {
+        Some(r) => (None, Some(r)),
+        None => {
+            let c = data::read_cells(input, &opts.cell)?;
+            if c.tokens.len() != raw_labels.len() {
+                bail!(
+                    "{file}: obs has {} rows but the matrix {} cells",
+                    raw_labels.len(),
+                    c.tokens.len()
+                );
+            }
+            (Some(c), None)
+        }
+    };
+    let (n_input_genes, n_genes_mapped) = cells
+        .as_ref()
+        .map_or((None, None), |c| (Some(c.n_input_genes), Some(c.n_genes_mapped)));
     let features = if opts.finetune_layers == 0 {
-        let reused = if opts.reuse_embeddings {
-            data::reusable_embeddings(input, model_ref, &opts.cell, cells.tokens.len(), width)?
-        } else {
-            None
-        };
-        let all = match reused {
-            Some(r) => {
+        let all = match (reused, &cells) {
+            (Some(r), _) => {
                 log::info!("{file}: reusing obsm['X_scfoundation'] (same model and options)");
                 embeddings_source = "obsm['X_scfoundation']";
                 r
             }
-            None => {
+            (None, Some(cells)) => {
                 tm.model.set_differentiable(false);
                 let toks: Vec<&Tokens> = labelled.iter().map(|&i| &cells.tokens[i]).collect();
                 let mut progress = Progress::new(toks.len() as u64, "cells", &file);
@@ -425,18 +415,64 @@ pub fn train(
                 }
                 full
             }
+            (None, None) => unreachable!("cells are read when embeddings are not reused"),
         };
         Features::Embeddings {
             rows: labelled.iter().map(|&i| all[i].clone()).collect(),
         }
     } else {
-        let mut tokens = cells.tokens;
+        let mut tokens = cells.expect("cells are read when fine-tuning").tokens;
         let mut kept = Vec::with_capacity(labelled.len());
         for &i in &labelled {
             kept.push(std::mem::take(&mut tokens[i]));
         }
         Features::Tokens { tokens: kept }
     };
+
+    // The head: standardisation from the training cells' embeddings (before any fine-tuning; at
+    // most 1024 cells when they must be computed), then seeded linear layers in the optimiser.
+    let stats_rows: Vec<Vec<f32>> = match &features {
+        Features::Embeddings { rows } => train_idx.iter().map(|&i| rows[i].clone()).collect(),
+        Features::Tokens { tokens } => {
+            tm.model.set_differentiable(false);
+            let toks: Vec<&Tokens> = train_idx.iter().take(1024).map(|&i| &tokens[i]).collect();
+            let r = data::embed_rows(&tm.model, &toks, &opts.cell, device, None);
+            tm.model.set_differentiable(true);
+            r?
+        }
+    };
+    let refs: Vec<&[f32]> = stats_rows.iter().map(Vec::as_slice).collect();
+    let (mean, std) = feature_stats(&refs, width);
+    drop(stats_rows);
+    let head_cfg = ClassifierConfig {
+        in_dim: width,
+        hidden: opts.hidden,
+        n_classes: k,
+        standardize: false,
+    };
+    tm.add_params(&init_head(&head_cfg, opts.seed)?)?;
+    let norm_tensors = (
+        Tensor::from_vec(mean, width, &Device::Cpu)?,
+        Tensor::from_vec(std, width, &Device::Cpu)?,
+    );
+    let head = CellClassifier::with_norm(
+        tm.extra_var_builder().pp(HEAD_PREFIX),
+        &head_cfg,
+        Some((
+            norm_tensors.0.to_device(device)?,
+            norm_tensors.1.to_device(device)?,
+        )),
+    )?;
+    log::info!(
+        "model {} (sha256 {}): {} trainable parameters ({} fine-tuned encoder layers + head {}-{}-{})",
+        model_ref.name,
+        model_ref.sha256,
+        tm.n_trainable(),
+        opts.finetune_layers,
+        width,
+        opts.hidden,
+        k
+    );
 
     let mut trainer = Trainer::new(
         tm,
@@ -590,9 +626,11 @@ pub fn train(
 
     // The head directory, all files committed together.
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let head_tensors = trainer
+    let mut head_tensors = trainer
         .model
         .param_tensors(|n| n.starts_with(&format!("{HEAD_PREFIX}.")))?;
+    head_tensors.insert(format!("{HEAD_PREFIX}.input_mean"), norm_tensors.0.clone());
+    head_tensors.insert(format!("{HEAD_PREFIX}.input_std"), norm_tensors.1.clone());
     let enc_tensors = trainer
         .model
         .param_tensors(|n| !n.starts_with(&format!("{HEAD_PREFIX}.")))?;
@@ -619,8 +657,8 @@ pub fn train(
         "engine": crate::provenance::ENGINE,
         "engine_version": crate::provenance::ENGINE_VERSION,
         "classes": classes,
-        "classifier": {"in_dim": width, "hidden": opts.hidden, "n_classes": k,
-                       "architecture": "Linear(in_dim, hidden) -> ReLU -> Linear(hidden, n_classes)"},
+        "classifier": {"in_dim": width, "hidden": opts.hidden, "n_classes": k, "standardize": true,
+                       "architecture": "(x - input_mean) / input_std -> Linear(in_dim, hidden) -> ReLU -> Linear(hidden, n_classes)"},
         "finetune_layers": opts.finetune_layers,
         "finetuned_tensors": enc_tensors.keys().collect::<Vec<_>>(),
         "base_model": {"name": model_ref.name, "sha256": model_ref.sha256, "checkpoint_key": opts.cell.key},
@@ -632,8 +670,8 @@ pub fn train(
             "n_cells": raw_labels.len(),
             "n_labelled": labels.len(),
             "n_missing_label": n_missing,
-            "n_input_genes": cells.n_input_genes,
-            "n_genes_mapped": cells.n_genes_mapped,
+            "n_input_genes": n_input_genes,
+            "n_genes_mapped": n_genes_mapped,
         },
         "embeddings": embeddings_source,
         "class_counts": {"train": train_counts, "validation": val_counts},
