@@ -21,7 +21,11 @@ pub struct Classification {
 impl Classification {
     /// Metrics of `pred` against `truth` (class indices below `n_classes`).
     pub fn new(truth: &[usize], pred: &[usize], n_classes: usize) -> Self {
-        assert_eq!(truth.len(), pred.len(), "truth and predictions differ in length");
+        assert_eq!(
+            truth.len(),
+            pred.len(),
+            "truth and predictions differ in length"
+        );
         let mut confusion = vec![vec![0u64; n_classes]; n_classes];
         for (&t, &p) in truth.iter().zip(pred) {
             confusion[t][p] += 1;
@@ -35,8 +39,16 @@ impl Classification {
         let (mut f1, mut precision, mut recall) = (vec![], vec![], vec![]);
         for k in 0..n_classes {
             let tp = confusion[k][k] as f64;
-            let p = if predicted[k] > 0 { tp / predicted[k] as f64 } else { 0.0 };
-            let r = if support[k] > 0 { tp / support[k] as f64 } else { 0.0 };
+            let p = if predicted[k] > 0 {
+                tp / predicted[k] as f64
+            } else {
+                0.0
+            };
+            let r = if support[k] > 0 {
+                tp / support[k] as f64
+            } else {
+                0.0
+            };
             precision.push(p);
             recall.push(r);
             f1.push(if support[k] == 0 && predicted[k] == 0 {
@@ -55,7 +67,11 @@ impl Classification {
         };
         Self {
             confusion,
-            accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+            accuracy: if n == 0 {
+                0.0
+            } else {
+                correct as f64 / n as f64
+            },
             macro_f1,
             f1,
             precision,

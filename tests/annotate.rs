@@ -172,7 +172,13 @@ fn dir_bytes(d: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn predict_args(input: &Path, head: &Path, model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+fn predict_args(
+    input: &Path,
+    head: &Path,
+    model: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let mut a: Vec<String> = [
         "annotate",
         "predict",
@@ -214,7 +220,16 @@ fn finetuned_head_learns_planted_types_and_predict_uses_its_layers() {
     let out = run_strings(&train_args(
         &input,
         &head,
-        &["--finetune-layers", "1", "--epochs", "12", "--lr", "2e-3", "--patience", "0"],
+        &[
+            "--finetune-layers",
+            "1",
+            "--epochs",
+            "12",
+            "--lr",
+            "2e-3",
+            "--patience",
+            "0",
+        ],
     ));
     assert!(String::from_utf8_lossy(&out.stdout).contains("macro-F1"));
     for f in [
@@ -236,17 +251,19 @@ fn finetuned_head_learns_planted_types_and_predict_uses_its_layers() {
     assert_eq!(h["classes"].as_array().unwrap().len(), 4);
     assert_eq!(h["input"]["n_missing_label"], 7);
     assert_eq!(h["finetune_layers"], 1);
-    assert!(h["finetuned_tensors"]
-        .as_array()
+    assert!(h["finetuned_tensors"].as_array().unwrap().iter().all(|t| t
+        .as_str()
         .unwrap()
-        .iter()
-        .all(|t| t.as_str().unwrap().starts_with("encoder.transformer_encoder.1.")));
+        .starts_with("encoder.transformer_encoder.1.")));
     assert_eq!(
         h["base_model"]["sha256"].as_str().unwrap(),
         scfoundation::weights::sha256_file(&tiny_model()).unwrap()
     );
     let k = h["class_counts"]["validation"].as_array().unwrap();
-    assert!(k.iter().all(|c| c.as_u64().unwrap() >= 6), "stratified: {k:?}");
+    assert!(
+        k.iter().all(|c| c.as_u64().unwrap() >= 6),
+        "stratified: {k:?}"
+    );
 
     // Predict on a new labelled query: the labels come back, with metrics beside the output.
     let (query, _) = dataset(d.path(), "query.h5ad", 80, 2);
@@ -305,18 +322,16 @@ fn finetuned_head_learns_planted_types_and_predict_uses_its_layers() {
     );
 
     // anndata reads the output (categorical label, probabilities, classes in uns).
-    let script = format!(
-        "import anndata, sys\n\
+    let script = "import anndata, sys\n\
 a = anndata.read_h5ad(sys.argv[1])\n\
 assert a.n_obs == 80, a\n\
 assert str(a.obs['scfoundation_label'].dtype) == 'category'\n\
 assert list(a.obs['scfoundation_label'].cat.categories) == list(a.uns['scfoundation_label_classes'])\n\
 assert a.obsm['scfoundation_label_proba'].shape == (80, 4)\n\
 assert (a.obs['scfoundation_label_confidence'] > 0.25).all()\n\
-assert a.uns['scfoundation']['step'] == 'annotate-predict'\n"
-    );
+assert a.uns['scfoundation']['step'] == 'annotate-predict'\n";
     let out = Command::new(python())
-        .args(["-c", &script, s(&pred)])
+        .args(["-c", script, s(&pred)])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (set SCF_PYTHON): {e}", python().display()));
     assert!(
@@ -335,7 +350,13 @@ fn frozen_model_reuses_matching_embeddings_and_is_deterministic() {
     run_strings(&embed_args(&input, &embedded, &[]));
     let a = d.path().join("a");
     let b = d.path().join("b");
-    let args = |out: &Path| train_args(&embedded, out, &["--finetune-layers", "0", "--epochs", "15", "--lr", "3e-3"]);
+    let args = |out: &Path| {
+        train_args(
+            &embedded,
+            out,
+            &["--finetune-layers", "0", "--epochs", "15", "--lr", "3e-3"],
+        )
+    };
     run_strings(&args(&a));
     run_strings(&args(&b));
     assert_eq!(dir_bytes(&a), dir_bytes(&b), "two runs differ");
@@ -351,10 +372,21 @@ fn frozen_model_reuses_matching_embeddings_and_is_deterministic() {
     let o = cmd(&train_args(
         &embedded,
         &c,
-        &["--finetune-layers", "0", "--epochs", "1", "--tgthighres", "t5"],
+        &[
+            "--finetune-layers",
+            "0",
+            "--epochs",
+            "1",
+            "--tgthighres",
+            "t5",
+        ],
     ));
     clean_error(&o, "ref.scf.h5ad: no matrix at 'X'");
-    run_strings(&train_args(&input, &c, &["--finetune-layers", "0", "--epochs", "1"]));
+    run_strings(&train_args(
+        &input,
+        &c,
+        &["--finetune-layers", "0", "--epochs", "1"],
+    ));
     assert_eq!(json(&c.join("annotate.json"))["embeddings"], "computed");
 
     // Fine-tuning runs are byte-identical too.
@@ -378,10 +410,24 @@ fn shuffled_labels_stay_near_chance() {
     run_strings(&train_args(
         &input,
         &head,
-        &["--finetune-layers", "0", "--epochs", "10", "--val-fraction", "0.3", "--patience", "0"],
+        &[
+            "--finetune-layers",
+            "0",
+            "--epochs",
+            "10",
+            "--val-fraction",
+            "0.3",
+            "--patience",
+            "0",
+        ],
     ));
-    let f1 = json(&head.join("metrics.json"))["macro_f1"].as_f64().unwrap();
-    assert!(f1 < 0.5, "shuffled labels gave macro-F1 {f1} (chance is 0.25)");
+    let f1 = json(&head.join("metrics.json"))["macro_f1"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        f1 < 0.5,
+        "shuffled labels gave macro-F1 {f1} (chance is 0.25)"
+    );
 }
 
 #[test]
@@ -389,9 +435,21 @@ fn predict_refuses_a_head_trained_on_other_weights() {
     let d = tmp();
     let (input, _) = dataset(d.path(), "ref.h5ad", 40, 5);
     let head = d.path().join("head");
-    run_strings(&train_args(&input, &head, &["--finetune-layers", "0", "--epochs", "1"]));
+    run_strings(&train_args(
+        &input,
+        &head,
+        &["--finetune-layers", "0", "--epochs", "1"],
+    ));
     let other = d.path().join("other");
-    run_strings(&strings(&["init", "--config", "tiny", "--seed", "7", "--out", s(&other)]));
+    run_strings(&strings(&[
+        "init",
+        "--config",
+        "tiny",
+        "--seed",
+        "7",
+        "--out",
+        s(&other),
+    ]));
     let out = d.path().join("o.h5ad");
     let o = cmd(&predict_args(&input, &head, &other, &out, &[]));
     clean_error(&o, "refusing to predict with different weights");
@@ -418,17 +476,26 @@ fn bad_inputs_fail_with_one_line_naming_the_file() {
     // No such obs column.
     let mut a = train_args(&input, &head, &[]);
     a[5] = "celltype".into();
-    fail(a, "ref.h5ad: label column --label-key 'celltype' not found in obs");
+    fail(
+        a,
+        "ref.h5ad: label column --label-key 'celltype' not found in obs",
+    );
     assert!(!head.exists());
     // A single class.
     let (rows, _) = counts(12, 7);
     let one = d.path().join("one.h5ad");
-    write_h5ad(&one, &rows, &vec![Some(2); 12]);
-    fail(train_args(&one, &head, &[]), "a classifier needs at least 2");
+    write_h5ad(&one, &rows, &[Some(2); 12]);
+    fail(
+        train_args(&one, &head, &[]),
+        "a classifier needs at least 2",
+    );
     // Labels need an h5ad.
     let csv = d.path().join("x.csv");
     std::fs::write(&csv, "id,A1BG\nc1,1\n").unwrap();
-    fail(train_args(&csv, &head, &[]), "x.csv: labels come from an obs column");
+    fail(
+        train_args(&csv, &head, &[]),
+        "x.csv: labels come from an obs column",
+    );
     // Predict: no head directory, a directory that is not a head.
     let out = d.path().join("o.h5ad");
     fail(

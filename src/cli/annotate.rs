@@ -16,7 +16,7 @@ pub enum AnnotateCommand {
     /// labelled h5ad; writes a head directory.
     Train(Box<TrainArgs>),
     /// Predict cell types of a query file with a head directory; writes an h5ad.
-    Predict(PredictArgs),
+    Predict(Box<PredictArgs>),
 }
 
 /// Which weights: as `embed --model`.
@@ -185,7 +185,7 @@ pub struct PredictArgs {
 pub fn run(c: AnnotateCommand, global: &super::GlobalArgs) -> Result<()> {
     match c {
         AnnotateCommand::Train(a) => run_train(*a, global),
-        AnnotateCommand::Predict(a) => run_predict(a, global),
+        AnnotateCommand::Predict(a) => run_predict(*a, global),
     }
 }
 
@@ -220,9 +220,10 @@ fn run_train(a: TrainArgs, global: &super::GlobalArgs) -> Result<()> {
     };
     opts.validate()?;
     let device = crate::device::parse(&a.model.device)?;
-    let model = global
-        .weights()?
-        .resolve(&a.model.model, &a.key, a.model.model_sha256.as_deref())?;
+    let model =
+        global
+            .weights()?
+            .resolve(&a.model.model, &a.key, a.model.model_sha256.as_deref())?;
     let s = annotate::train(&a.input, &model, &a.out, &opts, &device)?;
     outln!(
         "{}: {} classes, {} training / {} validation cells, best epoch {} ({} steps): macro-F1 {:.4}, accuracy {:.4}",

@@ -100,6 +100,8 @@ pub fn feature_stats(rows: &[&[f32]], width: usize) -> (Vec<f32>, Vec<f32>) {
     }
     (
         mean.iter().map(|m| *m as f32).collect(),
-        var.iter().map(|s| ((s / n).sqrt().max(1e-6)) as f32).collect(),
+        var.iter()
+            .map(|s| ((s / n).sqrt().max(1e-6)) as f32)
+            .collect(),
     )
 }

@@ -317,7 +317,11 @@ pub fn confusion_heatmap(path: &Path, confusion: &[Vec<u64>]) -> Result<()> {
     for (t, row) in confusion.iter().enumerate() {
         let total: u64 = row.iter().sum();
         for (p, &n) in row.iter().enumerate() {
-            let f = if total > 0 { n as f64 / total as f64 } else { 0.0 };
+            let f = if total > 0 {
+                n as f64 / total as f64
+            } else {
+                0.0
+            };
             let shade = |lo: u8, hi: u8| (lo as f64 + f * (hi as f64 - lo as f64)).round() as u8;
             let colour = [shade(255, 8), shade(255, 48), shade(255, 107)];
             let (x0, y0) = ((left + p * cell) as i64, (top + t * cell) as i64);

@@ -83,10 +83,7 @@ fn block_labels(b: &Block) -> Result<Vec<Option<String>>> {
         bail!("is not a 1-D column (shape {:?})", b.shape());
     }
     Ok(match b.strings() {
-        Some(s) => s
-            .into_iter()
-            .map(|x| (!missing(&x)).then_some(x))
-            .collect(),
+        Some(s) => s.into_iter().map(|x| (!missing(&x)).then_some(x)).collect(),
         None => b.to_f64()?.into_iter().map(number_label).collect(),
     })
 }
@@ -102,7 +99,8 @@ pub fn read_labels(path: &Path, key: &str) -> Result<Vec<Option<String>>> {
         );
     }
     let file = crate::io::h5ad::open_file(path)?;
-    let obs = Frame::read(&file, "obs").with_context(|| format!("{}: reading obs", path.display()))?;
+    let obs =
+        Frame::read(&file, "obs").with_context(|| format!("{}: reading obs", path.display()))?;
     let col = obs.column(key).map_err(|e| {
         anyhow!(
             "{}: label column --label-key '{key}' not found in obs: {e}",

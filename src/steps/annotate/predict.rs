@@ -169,10 +169,7 @@ impl Head {
             for name in names {
                 let t = &tensors[name];
                 let Some(base) = entry.tensors.get(name) else {
-                    bail!(
-                        "{}: tensor '{name}' is not part of the model",
-                        p.display()
-                    );
+                    bail!("{}: tensor '{name}' is not part of the model", p.display());
                 };
                 if base.dims() != t.dims() {
                     bail!(
@@ -196,7 +193,10 @@ impl Head {
     pub fn load_classifier(&self, device: &Device) -> Result<CellClassifier> {
         let p = self.dir.join(HEAD_TENSORS);
         if !p.exists() {
-            bail!("{}: missing (the head directory is incomplete)", p.display());
+            bail!(
+                "{}: missing (the head directory is incomplete)",
+                p.display()
+            );
         }
         let (tensors, _) = read_safetensors(&p)?;
         let tensors: HashMap<String, candle_core::Tensor> = tensors

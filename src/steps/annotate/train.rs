@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::data::{self, Tokens};
 use super::{
-    CellEmbedding, CONFUSION_PNG, CURVE_PNG, ENCODER_TENSORS, HEAD_FORMAT, HEAD_JSON,
-    HEAD_TENSORS, LOG_FILE, METRICS_JSON,
+    CellEmbedding, CONFUSION_PNG, CURVE_PNG, ENCODER_TENSORS, HEAD_FORMAT, HEAD_JSON, HEAD_TENSORS,
+    LOG_FILE, METRICS_JSON,
 };
 use crate::data::N_GENES;
 use crate::fsutil::PendingFile;
@@ -178,7 +178,13 @@ pub fn class_weights(counts: &[usize], cap: f64) -> Vec<f64> {
     let max = counts.iter().copied().max().unwrap_or(0) as f64;
     let raw: Vec<f64> = counts
         .iter()
-        .map(|&n| if n == 0 { 0.0 } else { (max / n as f64).min(cap) })
+        .map(|&n| {
+            if n == 0 {
+                0.0
+            } else {
+                (max / n as f64).min(cap)
+            }
+        })
         .collect();
     let total: usize = counts.iter().sum();
     let mass: f64 = raw.iter().zip(counts).map(|(w, &n)| w * n as f64).sum();
@@ -233,6 +239,7 @@ fn sha256_of(p: &Path) -> Result<String> {
     crate::weights::verify::sha256_file(p)
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Evaluates the current parameters on `cells` (inference numerics, as `predict`): predictions and
 /// the weighted cross-entropy per cell.
 fn evaluate(
@@ -268,7 +275,6 @@ fn evaluate(
     Ok((pred, loss / cells.len().max(1) as f64))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn train(
     input: &Path,
     model_ref: &ModelRef,
@@ -391,9 +397,9 @@ pub fn train(
             (Some(c), None)
         }
     };
-    let (n_input_genes, n_genes_mapped) = cells
-        .as_ref()
-        .map_or((None, None), |c| (Some(c.n_input_genes), Some(c.n_genes_mapped)));
+    let (n_input_genes, n_genes_mapped) = cells.as_ref().map_or((None, None), |c| {
+        (Some(c.n_input_genes), Some(c.n_genes_mapped))
+    });
     let features = if opts.finetune_layers == 0 {
         let all = match (reused, &cells) {
             (Some(r), _) => {
@@ -405,8 +411,9 @@ pub fn train(
                 tm.model.set_differentiable(false);
                 let toks: Vec<&Tokens> = labelled.iter().map(|&i| &cells.tokens[i]).collect();
                 let mut progress = Progress::new(toks.len() as u64, "cells", &file);
-                let rows = data::embed_rows(&tm.model, &toks, &opts.cell, device, Some(&mut progress))
-                    .with_context(|| format!("embedding the cells of {file}"))?;
+                let rows =
+                    data::embed_rows(&tm.model, &toks, &opts.cell, device, Some(&mut progress))
+                        .with_context(|| format!("embedding the cells of {file}"))?;
                 progress.finish();
                 tm.model.set_differentiable(true);
                 let mut full = vec![vec![]; cells.tokens.len()];
@@ -648,7 +655,11 @@ pub fn train(
         crate::train::checkpoint::write_safetensors(p.path(), &enc_tensors, &meta)?;
         files.push(p);
     }
-    let split_name = if val_idx.is_empty() { "train" } else { "validation" };
+    let split_name = if val_idx.is_empty() {
+        "train"
+    } else {
+        "validation"
+    };
     let mut mjson = metrics.to_json(&classes);
     mjson["split"] = json!(split_name);
     mjson["best_epoch"] = json!(best_epoch);
@@ -778,12 +789,17 @@ mod tests {
 
     #[test]
     fn split_is_stratified_and_seeded() {
-        let labels: Vec<usize> = (0..100).map(|i| if i < 80 { 0 } else { 1 + i % 2 }).collect();
+        let labels: Vec<usize> = (0..100)
+            .map(|i| if i < 80 { 0 } else { 1 + i % 2 })
+            .collect();
         let (tr, va) = stratified_split(&labels, 3, 0.1, 7);
         assert_eq!(tr.len() + va.len(), 100);
         let c = |idx: &[usize], k| idx.iter().filter(|&&i| labels[i] == k).count();
         assert_eq!((c(&va, 0), c(&va, 1), c(&va, 2)), (8, 1, 1));
-        assert_eq!(stratified_split(&labels, 3, 0.1, 7), (tr.clone(), va.clone()));
+        assert_eq!(
+            stratified_split(&labels, 3, 0.1, 7),
+            (tr.clone(), va.clone())
+        );
         assert_ne!(stratified_split(&labels, 3, 0.1, 8).1, va);
         // A single-cell class stays in training.
         let (tr, va) = stratified_split(&[0, 0, 0, 1], 2, 0.5, 0);
