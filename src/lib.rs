@@ -5,6 +5,7 @@ pub mod data;
 pub mod device;
 pub mod fsutil;
 pub mod io;
+pub mod metrics;
 pub mod model;
 pub mod progress;
 pub mod provenance;

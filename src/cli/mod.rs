@@ -14,6 +14,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod annotate;
 pub mod convert;
 pub mod embed;
 pub mod shards;
@@ -26,7 +27,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "scfoundation",
     version,
-    about = "Run the scFoundation single-cell foundation model: cell and gene embeddings, read-depth enhancement",
+    about = "Run the scFoundation single-cell foundation model: cell and gene embeddings, read-depth enhancement, cell-type annotation",
     long_about = "Run the scFoundation single-cell foundation model (Hao et al., Nature Methods 21:1481, 2024; \
 doi:10.1038/s41592-024-02305-7) on CPU or an NVIDIA GPU. Inputs are AnnData .h5ad, CSV or .npy; outputs are \
 .h5ad (embeddings in obsm, provenance in uns['scfoundation']) or .npy in the reference layout.\n\n\
@@ -149,6 +150,9 @@ pub enum Command {
     Init(train::InitArgs),
     /// Pretrain with the read-depth-aware masked regression objective on h5ad raw counts.
     Pretrain(Box<train::PretrainArgs>),
+    /// Cell-type annotation: train a classifier head on labelled cells, predict labels of new cells.
+    #[command(subcommand)]
+    Annotate(annotate::AnnotateCommand),
 }
 
 /// A whole number in `LO..=HI`; clap reports anything else (including overflow) as a usage error,
@@ -177,5 +181,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Weights(c) => weights::run(c, &cli.global),
         Command::Init(a) => train::run_init(a),
         Command::Pretrain(a) => train::run_pretrain(*a),
+        Command::Annotate(c) => annotate::run(c, &cli.global),
     }
 }

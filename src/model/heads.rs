@@ -47,6 +47,24 @@ impl MaeAutobin {
         pool_cells(&encoded, &lens, pool)
     }
 
+    /// Pooled cell embeddings as one tensor `[B, width]` on `device`, part of the autograd graph when
+    /// the model is differentiable (fine-tuning); the same pooling as [`MaeAutobin::cell_embeddings`].
+    pub fn cell_embedding_tensor(
+        &self,
+        cells: &[CellInput],
+        pool: Pool,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let refs: Vec<(&[f32], &[u32])> = cells.iter().map(|c| (c.values, c.positions)).collect();
+        let mut batch = encoder_batch(&refs, self.config(), device)?;
+        let dtype = self.dtype();
+        batch.values = batch.values.to_dtype(dtype)?;
+        batch.key_mask = batch.key_mask.map(|m| m.to_dtype(dtype)).transpose()?;
+        let encoded = self.encode(&batch)?;
+        let lens: Vec<usize> = cells.iter().map(|c| c.values.len()).collect();
+        pool_tensor(&encoded, &lens, pool)
+    }
+
     /// Per-gene rows for the first `n_genes` positions: `[n_genes * width]` hidden states or
     /// `[n_genes]` predicted values per cell. Genes the encoder saw take its output; the others enter
     /// the decoder as value embeddings, exactly as the reference scatters them.
@@ -207,6 +225,38 @@ pub fn pool_cells(encoded: &Tensor, lens: &[usize], pool: Pool) -> Result<Vec<Ve
     Ok(out)
 }
 
+/// [`pool_cells`] as tensor operations (differentiable): `[B, L, D]` → `[B, width]`.
+pub fn pool_tensor(encoded: &Tensor, lens: &[usize], pool: Pool) -> Result<Tensor> {
+    let l = encoded.dim(1)?;
+    let mut rows = Vec::with_capacity(lens.len());
+    for (i, &n) in lens.iter().enumerate() {
+        if n > l {
+            bail!("cell has {n} tokens but the batch holds {l}");
+        }
+        let e = encoded.get(i)?.narrow(0, 0, n)?;
+        let row = match pool {
+            Pool::Max => e.max(0)?,
+            Pool::All => {
+                if n < 3 {
+                    bail!("a cell has only {n} encoder tokens; pooling 'all' needs at least one gene plus T and S");
+                }
+                let genes = e.narrow(0, 0, n - 2)?;
+                Tensor::cat(
+                    &[
+                        &e.get(n - 1)?,
+                        &e.get(n - 2)?,
+                        &genes.max(0)?,
+                        &genes.mean(0)?,
+                    ],
+                    0,
+                )?
+            }
+        };
+        rows.push(row);
+    }
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
 fn max_over(rows: &[Vec<f32>], d: usize) -> Vec<f32> {
     let mut m = vec![f32::NEG_INFINITY; d];
     for r in rows {
@@ -240,6 +290,21 @@ mod tests {
         let max = pool_cells(&t, &[3, 4], Pool::Max).unwrap();
         assert_eq!(max[0], vec![30.0, 40.0]);
         assert_eq!(max[1], vec![13.0, 14.0]);
+    }
+
+    #[test]
+    fn tensor_pooling_matches_row_pooling() {
+        let t = Tensor::randn(0f32, 1.0, (2, 5, 3), &Device::Cpu).unwrap();
+        for pool in [Pool::All, Pool::Max] {
+            let rows = pool_cells(&t, &[4, 5], pool).unwrap();
+            let got = pool_tensor(&t, &[4, 5], pool)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (a, b) in rows.iter().flatten().zip(got.iter().flatten()) {
+                assert!((a - b).abs() < 1e-6, "{pool:?}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! checkpoint readers in `checkpoint`.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod embedding;
 pub mod encoder;
@@ -10,5 +11,6 @@ pub mod mae;
 pub mod performer;
 
 pub use checkpoint::{load_entry, CheckpointEntry};
+pub use classifier::{CellClassifier, ClassifierConfig};
 pub use config::ModelConfig;
 pub use mae::{encoder_batch, EncoderBatch, MaeAutobin};

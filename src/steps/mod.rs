@@ -1,5 +1,6 @@
 //! Workflow steps as library functions; the CLI calls exactly these.
 
+pub mod annotate;
 pub mod convert;
 pub mod embed;
 pub mod init;

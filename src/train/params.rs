@@ -38,6 +38,21 @@ impl Trainable {
         Self(vec![TrainRule::All])
     }
 
+    /// No model parameter trains (a frozen model; only parameters added with
+    /// [`TrainModel::add_params`] train, e.g. a classifier head).
+    pub fn none() -> Self {
+        Self(vec![])
+    }
+
+    /// `encoder-last:K` for K > 0, [`Trainable::none`] for K = 0.
+    pub fn last_encoder_layers(k: usize) -> Self {
+        if k == 0 {
+            Self::none()
+        } else {
+            Self(vec![TrainRule::LastEncoderLayers(k)])
+        }
+    }
+
     /// `all`, `encoder-last:K`, or name prefixes, comma separated (e.g. `encoder-last:1,encoder.norm.`).
     pub fn parse(s: &str) -> Result<Self> {
         let mut rules = vec![];
@@ -248,7 +263,7 @@ impl TrainModel {
                 unused.join(", ")
             );
         }
-        if params.is_empty() {
+        if params.is_empty() && !trainable.0.is_empty() {
             bail!("the trainable selection '{trainable}' matches no parameter");
         }
         Ok(Self {
@@ -304,6 +319,56 @@ impl TrainModel {
             .map_err(|e| anyhow!("building the {:?} model: {e}", self.compute_dtype))?;
         model.set_differentiable(true);
         Ok(Some(model))
+    }
+
+    /// Adds parameters that are not part of the network (a task head) to the same variable set, so
+    /// one optimiser updates them with the model's trainable parameters. Names must be new; `params`
+    /// stays sorted by name. Build the head through [`TrainModel::extra_var_builder`]. Call before
+    /// creating the [`super::Trainer`] (its optimiser sizes its state from `params`).
+    pub fn add_params(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, t) in tensors {
+            if self.fixed.contains_key(name) || self.params.iter().any(|(n, _)| n == name) {
+                bail!("parameter '{name}' already exists");
+            }
+            let v = Var::from_tensor(&t.to_device(&self.device)?.to_dtype(self.dtype)?)?;
+            self.varmap
+                .data()
+                .lock()
+                .expect("lock")
+                .insert(name.clone(), v.clone());
+            self.params.push((name.clone(), v));
+        }
+        self.params.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(())
+    }
+
+    /// A `VarBuilder` over the trainable variables only (no fixed tensors): builds modules from
+    /// parameters added with [`TrainModel::add_params`], sharing the variables (no copy).
+    pub fn extra_var_builder(&self) -> VarBuilder<'static> {
+        let backend = TrainBackend {
+            vars: self.varmap.clone(),
+            fixed: HashMap::new(),
+            requested: Arc::new(Mutex::new(BTreeSet::new())),
+            cast: None,
+        };
+        VarBuilder::from_backend(Box::new(backend), self.dtype, self.device.clone())
+    }
+
+    /// Current values of the named trainable parameters (f32, CPU).
+    pub fn param_tensors(&self, names: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (name, v) in self.params.iter().filter(|(n, _)| names(n)) {
+            out.insert(
+                name.clone(),
+                // A copy: a `Var` is updated in place, so a shallow clone would follow later steps.
+                v.as_tensor()
+                    .detach()
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?
+                    .copy()?,
+            );
+        }
+        Ok(out)
     }
 
     pub fn vars(&self) -> Vec<Var> {

@@ -1,6 +1,6 @@
-//! A small PNG line plot of the loss curves (training loss per step, validation loss where measured),
-//! drawn pixel by pixel with a 3x5 bitmap font for the axis numbers: no font files, no system
-//! libraries, the same bytes on every machine.
+//! Small PNG plots: line plots (loss curves: training loss per step, validation loss where measured;
+//! any other series) and a confusion-matrix heatmap, drawn pixel by pixel with a 3x5 bitmap font for
+//! axis numbers and labels: no font files, no system libraries, the same bytes on every machine.
 
 use std::path::Path;
 
@@ -20,6 +20,10 @@ const BLACK: Rgb = [0, 0, 0];
 const GREY: Rgb = [225, 225, 225];
 const BLUE: Rgb = [31, 119, 180];
 const RED: Rgb = [214, 39, 40];
+const GREEN: Rgb = [44, 160, 44];
+
+/// Colours of line-plot series, in order.
+pub const PALETTE: [Rgb; 3] = [BLUE, RED, GREEN];
 
 /// 3x5 glyphs, rows top to bottom, 3 bits each (4 = left pixel).
 fn glyph(c: char) -> [u8; 5] {
@@ -48,26 +52,76 @@ fn glyph(c: char) -> [u8; 5] {
         'i' => [2, 0, 2, 2, 2],
         'n' => [0, 6, 5, 5, 5],
         'v' => [0, 5, 5, 5, 2],
+        'b' => [4, 4, 7, 5, 7],
+        'c' => [0, 7, 4, 4, 7],
+        'd' => [1, 1, 7, 5, 7],
+        'f' => [3, 4, 7, 4, 4],
+        'g' => [7, 5, 7, 1, 7],
+        'h' => [4, 4, 7, 5, 5],
+        'j' => [1, 0, 1, 5, 7],
+        'k' => [4, 5, 6, 6, 5],
+        'm' => [0, 7, 7, 5, 5],
+        'q' => [0, 7, 5, 7, 1],
+        'u' => [0, 5, 5, 5, 7],
+        'w' => [0, 5, 5, 7, 7],
+        'x' => [0, 5, 2, 2, 5],
+        'y' => [5, 5, 7, 1, 7],
+        'z' => [0, 7, 2, 4, 7],
+        '_' => [0, 0, 0, 0, 7],
+        ':' => [0, 2, 0, 2, 0],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        '/' => [1, 1, 2, 4, 4],
         _ => [0; 5],
     }
 }
 
 struct Canvas {
     px: Vec<u8>,
+    w: usize,
+    h: usize,
 }
 
 impl Canvas {
     fn new() -> Self {
+        Self::sized(W, H)
+    }
+
+    fn sized(w: usize, h: usize) -> Self {
         Self {
-            px: WHITE.repeat(W * H),
+            px: WHITE.repeat(w * h),
+            w,
+            h,
         }
     }
 
     fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-            let i = 3 * (y as usize * W + x as usize);
+        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
+            let i = 3 * (y as usize * self.w + x as usize);
             self.px[i..i + 3].copy_from_slice(&c);
         }
+    }
+
+    fn rect(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb) {
+        for y in y0..y1 {
+            for x in x0..x1 {
+                self.set(x, y, c);
+            }
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        crate::fsutil::write_with(path, |tmp| {
+            let f = std::fs::File::create(tmp)?;
+            let mut enc =
+                png::Encoder::new(std::io::BufWriter::new(f), self.w as u32, self.h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().context("PNG header")?;
+            w.write_image_data(&self.px).context("PNG data")?;
+            w.finish().context("PNG end")?;
+            Ok(())
+        })
     }
 
     fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb) {
@@ -131,8 +185,35 @@ fn fmt_num(v: f64) -> String {
 
 /// Draws `train` (step, loss) as a line and `val` as a line with dots; writes a PNG.
 pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Result<()> {
+    let series = [
+        Series {
+            name: "train",
+            points: train,
+            dots: false,
+        },
+        Series {
+            name: "val",
+            points: val,
+            dots: true,
+        },
+    ];
+    line_plot(path, "step", "loss", &series)
+}
+
+/// One line of a [`line_plot`]: its legend name, (x, y) points and whether points get dots.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: &'a [(f64, f64)],
+    pub dots: bool,
+}
+
+/// Line plot of up to three series (colours from [`PALETTE`]), y from 0; writes a PNG.
+pub fn line_plot(path: &Path, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
     let mut cv = Canvas::new();
-    let pts = train.iter().chain(val).filter(|(_, y)| y.is_finite());
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|(_, y)| y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0f64, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -189,12 +270,21 @@ pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Resu
         ((W - RIGHT) as i64, (H - BOTTOM) as i64),
         BLACK,
     );
-    cv.text((W / 2) as i64 - 16, (H - 18) as i64, "step", BLACK);
-    cv.text(8, 8, "loss", BLACK);
-    cv.text((W - RIGHT) as i64 - 150, 8, "train", BLUE);
-    cv.text((W - RIGHT) as i64 - 70, 8, "val", RED);
-    for (series, colour) in [(train, BLUE), (val, RED)] {
-        let p: Vec<(i64, i64)> = series
+    cv.text(
+        (W / 2) as i64 - Canvas::text_width(x_label) / 2,
+        (H - 18) as i64,
+        x_label,
+        BLACK,
+    );
+    cv.text(8, 8, y_label, BLACK);
+    let mut legend_x = (W - RIGHT) as i64;
+    for (s, colour) in series.iter().zip(PALETTE).rev() {
+        legend_x -= Canvas::text_width(s.name) + 30;
+        cv.text(legend_x, 8, s.name, colour);
+    }
+    for (s, colour) in series.iter().zip(PALETTE) {
+        let p: Vec<(i64, i64)> = s
+            .points
             .iter()
             .filter(|(_, y)| y.is_finite())
             .map(|&(x, y)| map(x, y))
@@ -202,7 +292,7 @@ pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Resu
         for w in p.windows(2) {
             cv.line(w[0], w[1], colour);
         }
-        if colour == RED {
+        if s.dots {
             for &(x, y) in &p {
                 for dx in -2..=2 {
                     for dy in -2..=2 {
@@ -212,16 +302,81 @@ pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Resu
             }
         }
     }
-    crate::fsutil::write_with(path, |tmp| {
-        let f = std::fs::File::create(tmp)?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), W as u32, H as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().context("PNG header")?;
-        w.write_image_data(&cv.px).context("PNG data")?;
-        w.finish().context("PNG end")?;
-        Ok(())
-    })
+    cv.save(path)
+}
+
+/// A confusion-matrix heatmap: row `t`, column `p` holds the cells of true class `t` predicted as
+/// `p`, shaded by the fraction of row `t` (white 0 to dark blue 1), with the count written in the
+/// cell when it fits. Classes are numbered along the axes (0-based, in the order of the matrix).
+pub fn confusion_heatmap(path: &Path, confusion: &[Vec<u64>]) -> Result<()> {
+    let k = confusion.len().max(1);
+    let (left, top, side) = (70usize, 50usize, 600usize);
+    let cell = (side / k).max(2);
+    let grid = cell * k;
+    let mut cv = Canvas::sized(left + grid + 30, top + grid + 60);
+    for (t, row) in confusion.iter().enumerate() {
+        let total: u64 = row.iter().sum();
+        for (p, &n) in row.iter().enumerate() {
+            let f = if total > 0 {
+                n as f64 / total as f64
+            } else {
+                0.0
+            };
+            let shade = |lo: u8, hi: u8| (lo as f64 + f * (hi as f64 - lo as f64)).round() as u8;
+            let colour = [shade(255, 8), shade(255, 48), shade(255, 107)];
+            let (x0, y0) = ((left + p * cell) as i64, (top + t * cell) as i64);
+            cv.rect((x0, y0), (x0 + cell as i64, y0 + cell as i64), colour);
+            let label = n.to_string();
+            if Canvas::text_width(&label) + 4 <= cell as i64 && cell >= 14 {
+                let ink = if f > 0.5 { WHITE } else { BLACK };
+                cv.text(
+                    x0 + (cell as i64 - Canvas::text_width(&label)) / 2,
+                    y0 + cell as i64 / 2 - 5,
+                    &label,
+                    ink,
+                );
+            }
+        }
+    }
+    // Grid lines, class numbers where they fit.
+    for i in 0..=k {
+        let o = (i * cell) as i64;
+        cv.line(
+            (left as i64 + o, top as i64),
+            (left as i64 + o, (top + grid) as i64),
+            GREY,
+        );
+        cv.line(
+            (left as i64, top as i64 + o),
+            ((left + grid) as i64, top as i64 + o),
+            GREY,
+        );
+    }
+    let step = (((3 * 4 * SCALE) as f64 / cell as f64).ceil() as usize).max(1);
+    for i in (0..k).step_by(step) {
+        let s = i.to_string();
+        let c = (i * cell + cell / 2) as i64;
+        cv.text(
+            left as i64 + c - Canvas::text_width(&s) / 2,
+            (top + grid + 6) as i64,
+            &s,
+            BLACK,
+        );
+        cv.text(
+            left as i64 - 6 - Canvas::text_width(&s),
+            top as i64 + c - 5,
+            &s,
+            BLACK,
+        );
+    }
+    cv.text(
+        (left + grid / 2) as i64 - Canvas::text_width("predicted") / 2,
+        (top + grid + 30) as i64,
+        "predicted",
+        BLACK,
+    );
+    cv.text(8, 12, "true (rows) x predicted (columns)", BLACK);
+    cv.save(path)
 }
 
 #[cfg(test)]
@@ -246,5 +401,15 @@ mod tests {
         assert!(blue > 500 && red > 20, "{blue} {red}");
         // Empty input still gives a picture (axes only).
         loss_curve(&p, &[], &[]).unwrap();
+    }
+
+    #[test]
+    fn heatmap_is_a_png() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.png");
+        confusion_heatmap(&p, &[vec![5, 1], vec![0, 7]]).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+        assert!(dec.read_info().is_ok());
+        confusion_heatmap(&p, &[]).unwrap();
     }
 }

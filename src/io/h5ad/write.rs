@@ -88,6 +88,16 @@ impl H5adWriter {
         super::write_uns_strings(&self.file, name, entries)
     }
 
+    /// Writes `uns/<name>` as an array (e.g. a string array of class names).
+    pub fn write_uns_array(&self, name: &str, values: &super::elem::Block) -> Result<()> {
+        let uns = self.dict("uns")?;
+        if uns.link_exists(name) {
+            uns.unlink(name)?;
+        }
+        super::elem::write_array(&uns, name, values)?;
+        Ok(())
+    }
+
     pub fn close(self) -> Result<()> {
         self.file.close()?;
         Ok(())
