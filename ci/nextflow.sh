@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Nextflow checks with a REAL Nextflow (25.04.4, assembled from Maven Central by ci/nextflow/nextflow.sh
 # and cached): every module for real and with -stub (also on file names and prefixes with spaces and
-# quotes), a prefix with '/' refused, then the example pipeline without a profile on two CPUs
-# (resourceLimits) and with -profile test -stub, all with the local executor, no containers, the freshly
-# built binary on PATH.
+# quotes), including pretraining: SCFOUNDATION_INIT (tiny) -> SCFOUNDATION_PRETRAIN (2 steps on CPU) -> the same
+# module resuming that checkpoint to step 3 -> SCFOUNDATION_EMBED of the result (check_outputs.py: log steps, the
+# resumed log continuing the first, sha256 emits, embedding shape); a prefix with '/' refused; then the example
+# pipeline without a profile on two CPUs (resourceLimits) and with -profile test -stub. All with the local
+# executor, no containers, the freshly built binary on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/env.sh

@@ -3,6 +3,8 @@
 usage: check_outputs.py modules RESULTS_DIR [--stub]
        check_outputs.py pipeline RESULTS_DIR WHOLE_FILE_EMBEDDING.h5ad [TRACE.tsv MAX_CPUS]
 """
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,6 +54,68 @@ def prov(a, **expected):
         assert p.get(k) == v, (k, p.get(k), v)
 
 
+def sha256(f):
+    return hashlib.sha256(Path(f).read_bytes()).hexdigest()
+
+
+MODEL_FILES = ["cell.config.json", "cell.safetensors", "gene.config.json", "gene.safetensors", "provenance.json"]
+CHECKPOINT_FILES = sorted(MODEL_FILES + ["loss.png", "train_log.jsonl", "train_state.safetensors"])
+ODD_PRETRAIN = 'run "it\'s" $HOME'
+
+
+def log_lines(d):
+    return [json.loads(l) for l in (Path(d) / "train_log.jsonl").read_text().splitlines()]
+
+
+def check_pretraining(results, stub):
+    """init -> pretrain (2 steps) -> pretrain --resume (to step 3, new directory) -> embed the resumed checkpoint."""
+    init = results / "scfoundation_init" / "tiny_seed1_init"
+    first = results / "scfoundation_pretrain" / "pbmc_tiny_pretrain"
+    resumed = results / "scfoundation_pretrain_resume" / "pbmc_tiny_pretrain"
+    odd = results / "scfoundation_pretrain_odd" / ODD_PRETRAIN
+    assert sorted(p.name for p in init.iterdir()) == sorted(MODEL_FILES), list(init.iterdir())
+    for d in (first, resumed, odd):
+        assert sorted(p.name for p in d.iterdir()) == CHECKPOINT_FILES, (d, sorted(p.name for p in d.iterdir()))
+    assert sorted(p.name for p in (results / "scfoundation_pretrain_odd").iterdir()) == [ODD_PRETRAIN]
+    emits = [l.split("\t") for l in (results / "pretrain_emits.tsv").read_text().splitlines() if l]
+    by = {(e[0], e[1]): e[2:] for e in emits}
+    assert by[("first", "log")] == ["train_log.jsonl"] and by[("first", "png")] == ["loss.png"], emits
+    assert by[("resume", "log")] == ["train_log.jsonl"] and by[("resume", "png")] == ["loss.png"], emits
+    if stub:
+        return
+    # The first run: steps 0 (validation loss of the start) .. 2, validation at every checkpoint (--save-every 1).
+    a = log_lines(first)
+    assert [r["step"] for r in a] == [0, 1, 2], a
+    assert all("val_loss" in r for r in a), a
+    assert all(r["cells"] == 2 * r["step"] and np.isfinite(r["loss"]) for r in a[1:]), a
+    # The resumed run continued from step 2: the same first three lines, then step 3 (6 cells seen in all).
+    b = log_lines(resumed)
+    assert [r["step"] for r in b] == [0, 1, 2, 3], b
+    assert b[:3] == a, "the resumed log does not continue the first run's"
+    assert b[3]["cells"] == 6 and np.isfinite(b[3]["loss"]), b[3]
+    pa, pb = (json.loads((d / "provenance.json").read_text()) for d in (first, resumed))
+    assert pa["train_step"] == 2 and pb["train_step"] == 3, (pa["train_step"], pb["train_step"])
+    assert pb["run"]["options"]["steps"] == 3 and pb["run"]["options"]["batch_size"] == 2, pb["run"]["options"]
+    assert [d["file"] for d in pb["run"]["data"]] == ["pbmc_tiny.h5ad"], pb["run"]["data"]
+    assert pa["run"]["init"]["sha256"] == sha256(init / "gene.safetensors"), pa["run"]["init"]
+    assert sha256(first / "cell.safetensors") != sha256(resumed / "cell.safetensors"), "step 3 changed nothing"
+    for d in (first, resumed, odd):
+        assert (d / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", d
+    assert [r["step"] for r in log_lines(odd)] == [0, 1]
+    # The emits with a sha256 are the resumed checkpoint's entries, and SCFOUNDATION_EMBED used the cell one.
+    assert by[("resume", "model_cell")] == ["pbmc_tiny_pretrain", sha256(resumed / "cell.safetensors")], emits
+    assert by[("resume", "model_gene")] == ["pbmc_tiny_pretrain", sha256(resumed / "gene.safetensors")], emits
+    e = ad.read_h5ad(one(results / "scfoundation_embed_pretrained", "*.h5ad"))
+    same_obs(e)
+    x = e.obsm["X_scfoundation"]
+    assert x.shape == (16, 128) and x.dtype == np.float32 and np.isfinite(x).all(), (x.shape, x.dtype)
+    p = dict(e.uns["scfoundation"])
+    assert p["model_sha256"] == sha256(resumed / "cell.safetensors") and p["checkpoint_key"] == "cell", p
+    losses = ", ".join(f"{r['loss']:.4f}" for r in b[1:])
+    print(f"nextflow pretraining: init -> 2 steps -> resumed to step 3 (losses {losses}; the log continues the "
+          f"first run's) -> SCFOUNDATION_EMBED of the checkpoint: {x.shape}")
+
+
 mode, results = sys.argv[1], Path(sys.argv[2])
 if mode == "modules":
     stub = "--stub" in sys.argv
@@ -65,12 +129,14 @@ if mode == "modules":
     versions = (results / "versions.tsv").read_text().splitlines()
     assert {l.split("\t")[0].split(":")[-1] for l in versions} >= {
         "SCFOUNDATION_WEIGHTS", "SCFOUNDATION_EMBED", "SCFOUNDATION_GENEEMBED", "SCFOUNDATION_ENHANCE",
-        "SCFOUNDATION_SPLIT", "SCFOUNDATION_MERGE"}, versions
+        "SCFOUNDATION_SPLIT", "SCFOUNDATION_MERGE", "SCFOUNDATION_INIT", "SCFOUNDATION_PRETRAIN",
+        "SCFOUNDATION_PRETRAIN_RESUME", "SCFOUNDATION_EMBED_PRETRAINED"}, versions
     odd = {k: exact(results / k, v) for k, v in ODD_NAMES.items()}
     odd_shards = sorted(p.name for p in (results / "scfoundation_split_odd" / "shards").iterdir())
     assert {l.split("\t")[0] for l in versions} >= {"SCFOUNDATION_WEIGHTS_ODD", "SCFOUNDATION_EMBED_ODD",
         "SCFOUNDATION_GENEEMBED_ODD", "SCFOUNDATION_ENHANCE_ODD", "SCFOUNDATION_SPLIT_ODD",
-        "SCFOUNDATION_MERGE_ODD"}, versions
+        "SCFOUNDATION_MERGE_ODD", "SCFOUNDATION_PRETRAIN_ODD"}, versions
+    check_pretraining(results, stub)
     if stub:
         assert len(shards) == 2, shards
         assert odd_shards == [f"{ODD_SHARD}_0000{i}.h5ad" for i in range(2)], odd_shards

@@ -12,12 +12,17 @@ include { SCFOUNDATION_GENEEMBED } from '../../modules/scfoundation/scfoundation
 include { SCFOUNDATION_ENHANCE   } from '../../modules/scfoundation/scfoundation/enhance/main'
 include { SCFOUNDATION_SPLIT     } from '../../modules/scfoundation/scfoundation/split/main'
 include { SCFOUNDATION_MERGE     } from '../../modules/scfoundation/scfoundation/merge/main'
+include { SCFOUNDATION_INIT      } from '../../modules/scfoundation/scfoundation/init/main'
+include { SCFOUNDATION_PRETRAIN  } from '../../modules/scfoundation/scfoundation/pretrain/main'
+include { SCFOUNDATION_PRETRAIN  as SCFOUNDATION_PRETRAIN_RESUME } from '../../modules/scfoundation/scfoundation/pretrain/main'
+include { SCFOUNDATION_EMBED     as SCFOUNDATION_EMBED_PRETRAINED } from '../../modules/scfoundation/scfoundation/embed/main'
 include { SCFOUNDATION_WEIGHTS   as SCFOUNDATION_WEIGHTS_ODD   } from '../../modules/scfoundation/scfoundation/weights/main'
 include { SCFOUNDATION_EMBED     as SCFOUNDATION_EMBED_ODD     } from '../../modules/scfoundation/scfoundation/embed/main'
 include { SCFOUNDATION_GENEEMBED as SCFOUNDATION_GENEEMBED_ODD } from '../../modules/scfoundation/scfoundation/geneembed/main'
 include { SCFOUNDATION_ENHANCE   as SCFOUNDATION_ENHANCE_ODD   } from '../../modules/scfoundation/scfoundation/enhance/main'
 include { SCFOUNDATION_SPLIT     as SCFOUNDATION_SPLIT_ODD     } from '../../modules/scfoundation/scfoundation/split/main'
 include { SCFOUNDATION_MERGE     as SCFOUNDATION_MERGE_ODD     } from '../../modules/scfoundation/scfoundation/merge/main'
+include { SCFOUNDATION_PRETRAIN  as SCFOUNDATION_PRETRAIN_ODD  } from '../../modules/scfoundation/scfoundation/pretrain/main'
 
 params.testdata = "${projectDir}/../../test-data"
 params.odd_dir  = null
@@ -46,6 +51,22 @@ workflow {
     SCFOUNDATION_SPLIT(h5ad, 5)
     SCFOUNDATION_MERGE(SCFOUNDATION_SPLIT.out.shards)
 
+    // Pretraining: a random tiny model, 2 steps (modules_test.config), resumed to step 3 into a new directory,
+    // and the resumed checkpoint embedded by SCFOUNDATION_EMBED with the sha256 the module reports.
+    SCFOUNDATION_INIT(Channel.of([ [ id:'tiny_seed1' ], 'tiny', 1 ]))
+    train = h5ad.map { meta, f -> [ meta, [ f ] ] }
+    SCFOUNDATION_PRETRAIN(train, SCFOUNDATION_INIT.out.model, [ [], [] ])
+    SCFOUNDATION_PRETRAIN_RESUME(train, [ [], [] ], SCFOUNDATION_PRETRAIN.out.checkpoint)
+    SCFOUNDATION_EMBED_PRETRAINED(h5ad, SCFOUNDATION_PRETRAIN_RESUME.out.model_cell)
+    // What each emit carried (check_outputs.py): emit, file name, sha256 where there is one.
+    SCFOUNDATION_PRETRAIN.out.log.map { meta, f -> "first\tlog\t${f.name}" }
+        .mix(SCFOUNDATION_PRETRAIN.out.png.map { meta, f -> "first\tpng\t${f.name}" })
+        .mix(SCFOUNDATION_PRETRAIN_RESUME.out.log.map { meta, f -> "resume\tlog\t${f.name}" })
+        .mix(SCFOUNDATION_PRETRAIN_RESUME.out.png.map { meta, f -> "resume\tpng\t${f.name}" })
+        .mix(SCFOUNDATION_PRETRAIN_RESUME.out.model_cell.map { meta, d, sha -> "resume\tmodel_cell\t${d.name}\t${sha}" })
+        .mix(SCFOUNDATION_PRETRAIN_RESUME.out.model_gene.map { meta, d, sha -> "resume\tmodel_gene\t${d.name}\t${sha}" })
+        .collectFile(name: 'pretrain_emits.tsv', storeDir: params.outdir, newLine: true, sort: true)
+
     // The same calls on awkward names; meta.id (the default prefix) is the file's base name.
     def odd_file = file("${params.odd_dir}/${ODD_H5AD}", checkIfExists: true)
     odd = Channel.value([ [ id: odd_file.baseName ], odd_file ])
@@ -59,6 +80,7 @@ workflow {
     SCFOUNDATION_ENHANCE_ODD(odd, odd_weights)
     SCFOUNDATION_SPLIT_ODD(odd, 5)
     SCFOUNDATION_MERGE_ODD(SCFOUNDATION_SPLIT_ODD.out.shards)
+    SCFOUNDATION_PRETRAIN_ODD(odd.map { meta, f -> [ meta, [ f ] ] }, SCFOUNDATION_INIT.out.model, [ [], [] ])
 
     weights.map { meta, f, sha -> "${f.name}\t${sha}" }
         .collectFile(name: 'weights.tsv', storeDir: params.outdir, newLine: true)
