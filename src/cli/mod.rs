@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 pub mod annotate;
+pub mod bench;
 pub mod convert;
 pub mod embed;
 pub mod shards;
@@ -153,6 +154,8 @@ pub enum Command {
     /// Cell-type annotation: train a classifier head on labelled cells, predict labels of new cells.
     #[command(subcommand)]
     Annotate(annotate::AnnotateCommand),
+    /// Throughput of each inference path (random model, synthetic cells) beside the GEMM ceiling.
+    Bench(bench::BenchArgs),
 }
 
 /// A whole number in `LO..=HI`; clap reports anything else (including overflow) as a usage error,
@@ -182,5 +185,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => train::run_init(a),
         Command::Pretrain(a) => train::run_pretrain(*a),
         Command::Annotate(c) => annotate::run(c, &cli.global),
+        Command::Bench(a) => bench::run_bench(a),
     }
 }

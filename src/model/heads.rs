@@ -2,7 +2,7 @@
 //! encoder, or per-gene decoder states / predicted expression over the full input vector.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::mae::{encoder_batch, MaeAutobin};
 
@@ -41,7 +41,13 @@ impl MaeAutobin {
         device: &Device,
     ) -> Result<Vec<Vec<f32>>> {
         let refs: Vec<(&[f32], &[u32])> = cells.iter().map(|c| (c.values, c.positions)).collect();
-        let batch = encoder_batch(&refs, self.config(), device)?;
+        let mut batch = encoder_batch(&refs, self.config(), device)?;
+        // A half-precision model takes its inputs in its own dtype (no-op in f32).
+        batch.values = batch.values.to_dtype(self.dtype())?;
+        batch.key_mask = batch
+            .key_mask
+            .map(|m| m.to_dtype(self.dtype()))
+            .transpose()?;
         let encoded = self.encode(&batch)?;
         let lens: Vec<usize> = cells.iter().map(|c| c.values.len()).collect();
         pool_cells(&encoded, &lens, pool)
@@ -92,7 +98,7 @@ impl MaeAutobin {
             cells.len(),
             out.dims()
         );
-        Ok(out.to_vec2::<f32>()?)
+        Ok(out.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
 
     /// Decoder states after the last LayerNorm, `[B, seq_len, D_dec]`, as a tensor on `device` (part of
@@ -191,7 +197,10 @@ impl MaeAutobin {
 /// Pools each cell over its own tokens only (never over padding). `encoded` is `[B, L, D]`; cell `i`
 /// has `lens[i]` real tokens, the last two being T and S.
 pub fn pool_cells(encoded: &Tensor, lens: &[usize], pool: Pool) -> Result<Vec<Vec<f32>>> {
-    let enc = encoded.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+    let enc = encoded
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .to_vec3::<f32>()?;
     let mut out = Vec::with_capacity(lens.len());
     for (e, &n) in enc.iter().zip(lens) {
         if n > e.len() {

@@ -1,6 +1,7 @@
 //! Workflow steps as library functions; the CLI calls exactly these.
 
 pub mod annotate;
+pub mod bench;
 pub mod convert;
 pub mod embed;
 pub mod init;
