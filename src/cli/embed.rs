@@ -128,7 +128,7 @@ cli_enum!(CliPreNormalized => PreNormalized {
     A => PreNormalized::A,
 });
 
-fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
+pub(super) fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 

@@ -148,7 +148,7 @@ pub fn embed(
     })
 }
 
-fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
+pub(crate) fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
     let entry = load_entry(&model_ref.path, key)?;
     let model = MaeAutobin::load(entry.var_builder(device), &entry.config).map_err(|e| {
         anyhow!(
@@ -251,7 +251,7 @@ fn run_chunk(
 }
 
 /// Bulk input with raw counts normalises every sample to the file's median total: a first pass.
-fn dataset_stats(stream: &mut CellStream) -> Result<DatasetStats> {
+pub(crate) fn dataset_stats(stream: &mut CellStream) -> Result<DatasetStats> {
     let file = stream.input.path.display().to_string();
     let mut totals = Vec::with_capacity(stream.n_cells());
     loop {
@@ -268,7 +268,7 @@ fn dataset_stats(stream: &mut CellStream) -> Result<DatasetStats> {
     Ok(DatasetStats::from_totals(totals))
 }
 
-fn device_name(device: &Device) -> String {
+pub(crate) fn device_name(device: &Device) -> String {
     match device {
         Device::Cpu => "cpu".to_string(),
         Device::Cuda(_) => "cuda".to_string(),

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod embed;
+pub mod gene_modules;
 pub mod init;
 pub mod merge;
 pub mod pretrain;

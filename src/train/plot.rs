@@ -22,7 +22,7 @@ const BLUE: Rgb = [31, 119, 180];
 const RED: Rgb = [214, 39, 40];
 
 /// 3x5 glyphs, rows top to bottom, 3 bits each (4 = left pixel).
-fn glyph(c: char) -> [u8; 5] {
+pub(crate) fn glyph(c: char) -> [u8; 5] {
     match c {
         '0' => [7, 5, 5, 5, 7],
         '1' => [2, 6, 2, 2, 7],
@@ -48,6 +48,10 @@ fn glyph(c: char) -> [u8; 5] {
         'i' => [2, 0, 2, 2, 2],
         'n' => [0, 6, 5, 5, 5],
         'v' => [0, 5, 5, 5, 2],
+        'm' => [0, 5, 7, 7, 5],
+        'd' => [1, 1, 7, 5, 7],
+        'u' => [0, 5, 5, 5, 7],
+        'c' => [0, 7, 4, 4, 7],
         _ => [0; 5],
     }
 }
