@@ -58,13 +58,7 @@ impl Canvas {
             for (r, bits) in glyph(ch).iter().enumerate() {
                 for col in 0..3 {
                     if bits & (4 >> col) != 0 {
-                        self.rect(
-                            x + (k * 4 + col) * SCALE,
-                            y + r * SCALE,
-                            SCALE,
-                            SCALE,
-                            c,
-                        );
+                        self.rect(x + (k * 4 + col) * SCALE, y + r * SCALE, SCALE, SCALE, c);
                     }
                 }
             }
@@ -114,12 +108,7 @@ pub fn similarity_heatmap_png(m: &[f64], n: usize) -> Result<Vec<u8>> {
         let y = MARGIN + i * cell + cell / 2;
         cv.text(MARGIN - 4 - text_width(&s), y.saturating_sub(5), &s, BLACK);
         let x = MARGIN + i * cell + cell / 2;
-        cv.text(
-            x.saturating_sub(text_width(&s) / 2),
-            MARGIN - 14,
-            &s,
-            BLACK,
-        );
+        cv.text(x.saturating_sub(text_width(&s) / 2), MARGIN - 14, &s, BLACK);
     }
     cv.text(MARGIN, 10, "modules", BLACK);
     // Colour bar from 1 (top) to -1 (bottom).
@@ -156,7 +145,13 @@ mod tests {
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         let info = r.next_frame(&mut buf).unwrap();
         let w = info.width as usize;
-        let at = |x: usize, y: usize| [buf[3 * (y * w + x)], buf[3 * (y * w + x) + 1], buf[3 * (y * w + x) + 2]];
+        let at = |x: usize, y: usize| {
+            [
+                buf[3 * (y * w + x)],
+                buf[3 * (y * w + x) + 1],
+                buf[3 * (y * w + x) + 2],
+            ]
+        };
         // 2 modules: cells of 40 px from (60, 60).
         assert_eq!(at(70, 70), colour(1.0));
         assert_eq!(at(110, 70), colour(-0.5));

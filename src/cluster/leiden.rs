@@ -2,9 +2,9 @@
 //! undirected graph, maximising the Reichardt–Bornholdt quality with the configuration null model
 //! (`leidenalg.RBConfigurationVertexPartition`, what `scanpy.tl.leiden` uses):
 //!
-//! `Q = Σ_c [ m_c − γ K_c² / (4m) ]`, with `m_c` the weight of edges inside community `c`, `K_c` the
-//! summed weighted degree of its nodes and `m` the total edge weight (the value `leidenalg` reports as
-//! `partition.quality()`; `Q / m` is modularity when `γ = 1`).
+//! `Q = Σ_c [ 2 m_c − γ K_c² / (2m) ]`, with `m_c` the weight of edges inside community `c`, `K_c` the
+//! summed weighted degree of its nodes and `m` the total edge weight (the value, and scale, `leidenalg`
+//! reports as `partition.quality()` for an undirected graph; `Q / 2m` is modularity when `γ = 1`).
 //!
 //! One iteration is the paper's three phases, repeated level by level:
 //! 1. **fast local moving**: nodes are visited from a queue (initially in random order); each moves to
@@ -168,7 +168,7 @@ pub struct Partition {
     /// Community of each node, numbered by size (largest first).
     pub membership: Vec<usize>,
     pub n_communities: usize,
-    /// `Σ_c [m_c − γ K_c² / 4m]` (leidenalg's `RBConfigurationVertexPartition.quality()`).
+    /// `Σ_c [2 m_c − γ K_c² / 2m]` (leidenalg's `RBConfigurationVertexPartition.quality()`).
     pub quality: f64,
     pub iterations: usize,
 }
@@ -210,7 +210,7 @@ pub fn leiden(graph: &Graph, opts: &LeidenOptions) -> Result<Partition> {
     })
 }
 
-/// `Σ_c [m_c − γ K_c² / 4m]` of a partition.
+/// `Σ_c [2 m_c − γ K_c² / 2m]` of a partition (leidenalg's scale).
 pub fn quality(graph: &Graph, part: &[usize], resolution: f64) -> f64 {
     let n_c = part.iter().copied().max().map_or(0, |m| m + 1);
     let mut inside = vec![0.0; n_c];
@@ -228,11 +228,11 @@ pub fn quality(graph: &Graph, part: &[usize], resolution: f64) -> f64 {
     if graph.total <= 0.0 {
         return 0.0;
     }
-    // `inside` counts every internal edge twice (2 m_c); K_c² / 4m = K_c² / (2 · total).
+    // `inside` counts every internal edge twice (2 m_c); `total` is 2m.
     inside
         .iter()
         .zip(&tot)
-        .map(|(i, k)| i / 2.0 - resolution * k * k / (2.0 * graph.total))
+        .map(|(i, k)| i - resolution * k * k / graph.total)
         .sum()
 }
 
@@ -547,8 +547,8 @@ mod tests {
         assert_eq!(p.n_communities, 2);
         assert_eq!(p.membership[0], p.membership[2]);
         assert_ne!(p.membership[0], p.membership[3]);
-        // Quality by hand: m = 6.1; each side has m_c = 3 (+0), K_c = 6.1.
-        let want = 2.0 * (3.0 - 6.1 * 6.1 / (4.0 * 6.1));
+        // Quality by hand: m = 6.1; each side has m_c = 3, K_c = 6.1: 2 × (6 − 6.1² / 12.2).
+        let want = 2.0 * (6.0 - 6.1 * 6.1 / 12.2);
         assert!((p.quality - want).abs() < 1e-12, "{} vs {want}", p.quality);
     }
 

@@ -54,7 +54,12 @@ impl GeneStats {
 /// `(d − mean_bin) / std_bin` (a bin with one gene gives 1); the `n_top` genes of highest normalised
 /// dispersion, NaN excluded. Unlike scanpy, which keeps every gene tied with the N-th, exactly
 /// `n_top` are returned: ties go to the lower model gene index. Returns genes by decreasing rank.
-pub fn hvg_seurat(stats: &GeneStats, pool: &[u32], n_top: usize, n_bins: usize) -> Result<Vec<u32>> {
+pub fn hvg_seurat(
+    stats: &GeneStats,
+    pool: &[u32],
+    n_top: usize,
+    n_bins: usize,
+) -> Result<Vec<u32>> {
     let n = stats.n_cells as f64;
     if stats.n_cells < 2 {
         bail!("highly variable genes need at least 2 cells");
@@ -162,7 +167,8 @@ pub fn control_genes(
     // rank(method="min"): 1 + number of genes with a strictly smaller mean.
     let mut sorted: Vec<f64> = means.iter().copied().filter(|m| m.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
-    let n_items = ((sorted.len() as f64 / (n_bins.max(2) - 1) as f64).round_ties_even() as usize).max(1);
+    let n_items =
+        ((sorted.len() as f64 / (n_bins.max(2) - 1) as f64).round_ties_even() as usize).max(1);
     let cut_of = |m: f64| (1 + sorted.partition_point(|&s| s < m)) / n_items;
     let cuts: Vec<Option<usize>> = means
         .iter()
@@ -206,7 +212,10 @@ mod tests {
     #[test]
     fn cut_matches_pandas() {
         // pandas.cut([0, 1, 2, 3, 4, 10], 5) -> codes [0, 0, 0, 1, 1, 4]
-        assert_eq!(cut(&[0.0, 1.0, 2.0, 3.0, 4.0, 10.0], 5), vec![0, 0, 0, 1, 1, 4]);
+        assert_eq!(
+            cut(&[0.0, 1.0, 2.0, 3.0, 4.0, 10.0], 5),
+            vec![0, 0, 0, 1, 1, 4]
+        );
         assert_eq!(cut(&[3.0, 3.0], 4), vec![1, 1]);
     }
 

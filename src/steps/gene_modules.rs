@@ -175,13 +175,19 @@ pub fn validate(opts: &GeneModuleOptions, out: &GeneModuleOutputs, input: &Path)
         bail!("--batch-size must be at least 1");
     }
     if opts.k < 2 {
-        bail!("--k must be at least 2 (the gene itself counts as a neighbour), got {}", opts.k);
+        bail!(
+            "--k must be at least 2 (the gene itself counts as a neighbour), got {}",
+            opts.k
+        );
     }
     if opts.per_group == Some(0) {
         bail!("--per-group must be at least 1");
     }
     if !(opts.resolution.is_finite() && opts.resolution >= 0.0) {
-        bail!("--resolution must be a finite number >= 0, got {}", opts.resolution);
+        bail!(
+            "--resolution must be a finite number >= 0, got {}",
+            opts.resolution
+        );
     }
     if opts.ctrl_size == 0 {
         bail!("--ctrl-size must be at least 1");
@@ -268,7 +274,12 @@ pub fn read_genes_file(path: &Path, vocab: &GeneVocab) -> Result<(Vec<u32>, Stri
             path.display(),
             unknown.len(),
             symbols.len(),
-            unknown.iter().take(10).copied().collect::<Vec<_>>().join(", "),
+            unknown
+                .iter()
+                .take(10)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", "),
             if unknown.len() > 10 { ", ..." } else { "" }
         );
     }
@@ -294,7 +305,9 @@ fn choose_cells(
         None => vec![String::new(); n],
         Some(col) => {
             let obs = obs.ok_or_else(|| {
-                anyhow!("{file}: --groupby needs an .h5ad input (other formats have no obs columns)")
+                anyhow!(
+                    "{file}: --groupby needs an .h5ad input (other formats have no obs columns)"
+                )
             })?;
             let c = obs
                 .column(col)
@@ -313,7 +326,9 @@ fn choose_cells(
         groups.entry(l.as_str()).or_default().push(i);
     }
     if missing > 0 {
-        log::warn!("{file}: {missing} cells have no value in the --groupby column and are not used");
+        log::warn!(
+            "{file}: {missing} cells have no value in the --groupby column and are not used"
+        );
     }
     if !opts.groups.is_empty() {
         for g in &opts.groups {
@@ -321,7 +336,12 @@ fn choose_cells(
                 bail!(
                     "{file}: no cells with {} == '{g}' (groups: {})",
                     opts.groupby.as_deref().unwrap_or(""),
-                    groups.keys().take(20).copied().collect::<Vec<_>>().join(", ")
+                    groups
+                        .keys()
+                        .take(20)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -364,7 +384,10 @@ fn tokens_of(
         .iter()
         .map(|(i, c)| {
             let what = format!("{file}: cell '{}' (row {})", stream.cell_id(*i), i + 1);
-            Ok((*i, preprocess::preprocess(c, &opts.preprocess, stats, &what)?))
+            Ok((
+                *i,
+                preprocess::preprocess(c, &opts.preprocess, stats, &what)?,
+            ))
         })
         .collect()
 }
@@ -413,7 +436,13 @@ pub fn gene_modules(
         }
     }
     stream.rewind()?;
-    let mut pool: Vec<u32> = stream.alignment.column_to_gene.iter().flatten().copied().collect();
+    let mut pool: Vec<u32> = stream
+        .alignment
+        .column_to_gene
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
     pool.sort_unstable();
     pool.dedup();
     let in_pool = |g: u32| pool.binary_search(&g).is_ok();
@@ -471,8 +500,16 @@ pub fn gene_modules(
             .into_iter()
             .map(|(_, t)| t)
             .collect();
-        accumulate(&model, &tokens, &genes, opts.batch_size, device, &mut sums, &mut progress)
-            .with_context(|| format!("running the model on {file}"))?;
+        accumulate(
+            &model,
+            &tokens,
+            &genes,
+            opts.batch_size,
+            device,
+            &mut sums,
+            &mut progress,
+        )
+        .with_context(|| format!("running the model on {file}"))?;
     }
     progress.finish();
     stream.rewind()?;
@@ -501,7 +538,10 @@ pub fn gene_modules(
     );
     let sim = Similarity::new(&emb, &part.membership, n_modules);
 
-    let names: Vec<String> = genes.iter().map(|&g| vocab.names()[g as usize].clone()).collect();
+    let names: Vec<String> = genes
+        .iter()
+        .map(|&g| vocab.names()[g as usize].clone())
+        .collect();
     let mut prov = provenance(opts, model_ref, input_path, &stream, file_genes.as_ref());
     prov.set("device", device_name(device));
     prov.set("n_cells_used", n_used);
@@ -539,14 +579,35 @@ pub fn gene_modules(
         pending.push(png);
     }
     if let Some(p) = &out.scores {
-        let scores = score_cells(&mut stream, opts, &bulk_stats, &stats, &pool, &genes, &part.membership, n_modules)?;
+        let scores = score_cells(
+            &mut stream,
+            opts,
+            &bulk_stats,
+            &stats,
+            &pool,
+            &genes,
+            &part.membership,
+            n_modules,
+        )?;
         let h5 = PendingFile::new(p)?;
-        write_scores(h5.path(), obs.as_ref(), &stream, &scores, &names, &part.membership, n_modules, &prov)
-            .with_context(|| format!("writing {}", p.display()))?;
+        write_scores(
+            h5.path(),
+            obs.as_ref(),
+            &stream,
+            &scores,
+            &names,
+            &part.membership,
+            n_modules,
+            &prov,
+        )
+        .with_context(|| format!("writing {}", p.display()))?;
         pending.push(h5);
     }
     PendingFile::commit_all(pending)?;
-    log::info!("{}: {n_genes} genes in {n_modules} modules", out.modules.display());
+    log::info!(
+        "{}: {n_genes} genes in {n_modules} modules",
+        out.modules.display()
+    );
     Ok(GeneModulesSummary {
         n_cells_used: n_used,
         genes: names,
@@ -615,7 +676,9 @@ impl Similarity {
             .iter()
             .map(|r| {
                 let n = r.iter().map(|x| x * x).sum::<f64>().sqrt();
-                r.iter().map(|x| if n > 0.0 { x / n } else { 0.0 }).collect()
+                r.iter()
+                    .map(|x| if n > 0.0 { x / n } else { 0.0 })
+                    .collect()
             })
             .collect();
         let mut sum = vec![vec![0f64; width]; n_modules];
@@ -695,7 +758,8 @@ fn modules_tsv(
             })
             .then_with(|| names[a].cmp(&names[b]))
     });
-    let mut s = String::from("gene\tmodule\tmodule_size\tdegree\tintra_similarity\tmean_expression\n");
+    let mut s =
+        String::from("gene\tmodule\tmodule_size\tdegree\tintra_similarity\tmean_expression\n");
     for i in order {
         s.push_str(&format!(
             "{}\t{}\t{}\t{}\t{}\t{}\n",
@@ -740,7 +804,11 @@ fn score_cells(
         } else if ctrl.is_empty() {
             log::warn!("module {m}: no control genes in its expression bins; its score is NaN");
         }
-        log::debug!("module {m}: {} genes scored, {} control genes", list.len(), ctrl.len());
+        log::debug!(
+            "module {m}: {} genes scored, {} control genes",
+            list.len(),
+            ctrl.len()
+        );
         sets.push((list, ctrl));
     }
     let n = stream.n_cells();
@@ -860,8 +928,14 @@ fn provenance(
     p.set("seed", opts.seed);
     p.set("ctrl_size", opts.ctrl_size);
     p.set("n_bins", opts.n_bins);
-    p.set("input_type", format!("{:?}", opts.preprocess.input_type).to_lowercase());
-    p.set("pre_normalized", format!("{:?}", opts.preprocess.pre_normalized));
+    p.set(
+        "input_type",
+        format!("{:?}", opts.preprocess.input_type).to_lowercase(),
+    );
+    p.set(
+        "pre_normalized",
+        format!("{:?}", opts.preprocess.pre_normalized),
+    );
     p.set("tgthighres", opts.preprocess.tgthighres);
     p.set("batch_size", opts.batch_size);
     p.set("min_mapped", opts.min_mapped);
