@@ -12,9 +12,12 @@
 
 use anyhow::{bail, Result};
 
+/// Per item, its neighbours' indices and their distances (same order: itself first, then nearest).
+pub type Neighbours = (Vec<Vec<usize>>, Vec<Vec<f64>>);
+
 /// Each row's `k` nearest rows (itself first) by cosine distance, with the distances. Rows are L2
 /// normalised here; an all-zero row has distance 1 to everything (and 0 to itself).
-pub fn knn_cosine(rows: &[Vec<f64>], k: usize) -> Result<(Vec<Vec<usize>>, Vec<Vec<f64>>)> {
+pub fn knn_cosine(rows: &[Vec<f64>], k: usize) -> Result<Neighbours> {
     let n = rows.len();
     if k < 2 || k > n {
         bail!("k = {k} neighbours needs 2 <= k <= the number of items ({n})");
@@ -137,7 +140,7 @@ pub fn umap_connectivities(indices: &[Vec<usize>], dists: &[Vec<f64>]) -> Vec<(u
             edges.push((x, y, a + b - a * b));
         }
     }
-    edges.sort_by(|p, q| (p.0, p.1).cmp(&(q.0, q.1)));
+    edges.sort_by_key(|e| (e.0, e.1));
     edges
 }
 

@@ -567,7 +567,7 @@ mod tests {
         // Every community is connected (the Leiden guarantee), checked by a flood fill.
         for c in 0..p.n_communities {
             let members: Vec<usize> = (0..200).filter(|&v| p.membership[v] == c).collect();
-            let mut seen = vec![false; 200];
+            let mut seen = [false; 200];
             let mut stack = vec![members[0]];
             seen[members[0]] = true;
             while let Some(v) = stack.pop() {

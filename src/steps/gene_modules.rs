@@ -293,12 +293,15 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A group's name, cells used and cells in it.
+type GroupUse = (String, usize, usize);
+
 /// Which cells feed the embeddings: a mask over cells plus the number used per group.
 fn choose_cells(
     stream: &CellStream,
     obs: Option<&Frame>,
     opts: &GeneModuleOptions,
-) -> Result<(Vec<bool>, Vec<(String, usize, usize)>)> {
+) -> Result<(Vec<bool>, Vec<GroupUse>)> {
     let n = stream.n_cells();
     let file = stream.input.path.display().to_string();
     let labels: Vec<String> = match &opts.groupby {
