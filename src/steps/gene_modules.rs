@@ -635,8 +635,8 @@ fn accumulate(
     let mut order: Vec<usize> = (0..tokens.len()).collect();
     order.sort_by_key(|&k| gathered[k].0.len());
     let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
-    // Per-cell rows are added in the chunk's own order, so the sums do not depend on bucketing.
-    let mut rows: Vec<Vec<f32>> = vec![vec![]; tokens.len()];
+    // Rows are added as each batch comes back (in the fixed bucket order, so the sums are the same on
+    // every run): at most one batch of `batch × genes × width` values is held.
     for bucket in length_buckets(&lens, batch_size) {
         let ids = &order[bucket];
         let dense: Vec<Vec<f32>> = ids.iter().map(|&k| tokens[k].dense()).collect();
@@ -649,16 +649,12 @@ fn accumulate(
                 full: &dense[j],
             })
             .collect();
-        let out = model.gene_hidden_subset(&cells, genes, device)?;
-        for (&k, r) in ids.iter().zip(out) {
-            rows[k] = r;
+        for r in model.gene_hidden_subset(&cells, genes, device)? {
+            for (s, v) in sums.iter_mut().zip(&r) {
+                *s += *v as f64;
+            }
         }
         progress.inc(ids.len() as u64);
-    }
-    for r in rows {
-        for (s, v) in sums.iter_mut().zip(&r) {
-            *s += *v as f64;
-        }
     }
     Ok(())
 }
