@@ -3,7 +3,8 @@
 # Caches are kept OUTSIDE the clone, so a rerun on the same machine (even from a fresh clone) is warm:
 #   SCF_CI_CACHE (default $HOME/.cache/scfoundation-ci)
 #     target/          cargo target dir of ci/all.sh (release build, clippy, tests, and the cuda check)
-#     venv-anndata/    Python + anndata: h5ad round trip, real data, tests/layouts.rs (SCF_VENV, SCF_PYTHON)
+#     venv-anndata/    Python + anndata, scanpy, leidenalg: h5ad round trip, real data, tests/layouts.rs and
+#                      tests/gene_modules.rs (SCF_VENV, SCF_PYTHON)
 #     galaxy/          server-<version>/ (the real Galaxy), tools/ (planemo, galaxy-tool-util, playwright)
 #     venv-nfcore/     nf-core tools
 #     venv-hadolint/   hadolint                            venv-cuda/     nvcc from NVIDIA's wheels

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Format, lints and the Rust test suite (release profile: the same build the workflow checks use). Builds into
-# CARGO_TARGET_DIR (ci/all.sh: $SCF_CI_CACHE/target); tests/layouts.rs runs SCF_PYTHON.
+# CARGO_TARGET_DIR (ci/all.sh: $SCF_CI_CACHE/target); tests/layouts.rs and tests/gene_modules.rs run SCF_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/env.sh

@@ -26,7 +26,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-ensure_venv "$SCF_VENV" "import anndata, h5py, numpy, pandas" "anndata>=0.10" "h5py" "numpy" "pandas"
+# scanpy, igraph and leidenalg: tests/gene_modules.rs compares the Leiden clustering with leidenalg and the module
+# scores / highly variable genes with scanpy (ci/leiden_compare.py, ci/gene_modules_check.py).
+ensure_venv "$SCF_VENV" "import anndata, h5py, numpy, pandas, scanpy, igraph, leidenalg" \
+  "anndata>=0.10" "h5py" "numpy" "pandas" "scanpy>=1.10" "igraph>=0.11" "leidenalg>=0.10"
 # tests/layouts.rs falls back to <clone>/.venv-ci/bin/python when SCF_PYTHON is unset (a plain `cargo test`):
 # point that name at the cached venv, unless a real directory of that name is already there.
 if [ ! -e .venv-ci ] || [ -L .venv-ci ]; then ln -sfn "$SCF_VENV" .venv-ci; fi

@@ -1,6 +1,7 @@
 //! scfoundation: the scFoundation single-cell foundation model in Rust, as reproducible workflow steps.
 
 pub mod cli;
+pub mod cluster;
 pub mod data;
 pub mod device;
 pub mod fsutil;

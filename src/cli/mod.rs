@@ -18,6 +18,7 @@ pub mod annotate;
 pub mod bench;
 pub mod convert;
 pub mod embed;
+pub mod gene_modules;
 pub mod shards;
 pub mod train;
 pub mod weights;
@@ -138,6 +139,8 @@ fn parse_stall(s: &str) -> Result<Limit, String> {
 pub enum Command {
     /// Embed cells (cell mode), genes in their cellular context (gene mode), or predict expression.
     Embed(embed::EmbedArgs),
+    /// Gene modules: Leiden clusters of gene context embeddings, module scores per cell, heatmap.
+    GeneModules(Box<gene_modules::GeneModulesArgs>),
     /// Convert a reference models.ckpt into per-entry safetensors files plus config JSON.
     Convert(convert::ConvertArgs),
     /// Cut an h5ad into shards of at most N cells, for parallel embedding.
@@ -178,6 +181,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Embed(a) => embed::run(a, &cli.global),
+        Command::GeneModules(a) => gene_modules::run(*a, &cli.global),
         Command::Convert(a) => convert::run(a),
         Command::Split(a) => shards::split(a),
         Command::Merge(a) => shards::merge(a),

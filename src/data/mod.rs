@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod genes;
+pub mod genestats;
 pub mod preprocess;
 
 pub use batch::CellStream;

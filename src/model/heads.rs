@@ -101,6 +101,28 @@ impl MaeAutobin {
         Ok(out.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
 
+    /// Decoder hidden states of the given gene positions only, `[genes.len() * width]` per cell
+    /// (gene-major): the subset is taken on the device, so only these rows reach host memory.
+    pub fn gene_hidden_subset(
+        &self,
+        cells: &[CellInput],
+        genes: &[u32],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let seq_len = self.config().seq_len;
+        if let Some(&g) = genes.iter().find(|&&g| g as usize >= seq_len) {
+            bail!("gene position {g} outside the decoder's {seq_len} positions");
+        }
+        let hidden = self.decoder_states(cells, device)?;
+        let idx = Tensor::from_vec(genes.to_vec(), genes.len(), device)?;
+        let out = hidden
+            .index_select(&idx, 1)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_from(1)?
+            .to_device(&Device::Cpu)?;
+        Ok(out.to_vec2::<f32>()?)
+    }
+
     /// Decoder states after the last LayerNorm, `[B, seq_len, D_dec]`, as a tensor on `device` (part of
     /// the autograd graph when the model is differentiable, see [`MaeAutobin::set_differentiable`]).
     /// Inputs are cast to the model's element type.

@@ -148,7 +148,7 @@ pub fn embed(
     })
 }
 
-fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
+pub(crate) fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
     let entry = load_entry(&model_ref.path, key)?;
     let model = MaeAutobin::load(entry.var_builder(device), &entry.config).map_err(|e| {
         anyhow!(

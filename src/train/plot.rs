@@ -26,7 +26,7 @@ const GREEN: Rgb = [44, 160, 44];
 pub const PALETTE: [Rgb; 3] = [BLUE, RED, GREEN];
 
 /// 3x5 glyphs, rows top to bottom, 3 bits each (4 = left pixel).
-fn glyph(c: char) -> [u8; 5] {
+pub(crate) fn glyph(c: char) -> [u8; 5] {
     match c {
         '0' => [7, 5, 5, 5, 7],
         '1' => [2, 6, 2, 2, 7],
