@@ -101,7 +101,9 @@ impl Default for PretrainOptions {
 }
 
 /// Options a resumed run may change: the rest define the run and must match.
-const RESUMABLE_CHANGES: [&str; 3] = ["steps", "save_every", "val_every"];
+// Precision is how the arithmetic runs (like the device), not what the run is: a run started in f32 on a CPU may
+// continue in bf16 on a GPU.
+const RESUMABLE_CHANGES: [&str; 4] = ["steps", "save_every", "val_every", "precision"];
 
 impl PretrainOptions {
     pub fn to_json(&self) -> Value {
