@@ -8,8 +8,8 @@
 //! - value embedding: 2·n·(b + b² + b·d) for n values (Linear(1,b), Linear(b,b), bins × d);
 //! - encoder layer: 24·L·d² (QKV, output, 4× FFN) + 4·L²·d (scores and weighted sum);
 //! - decoder layer (Performer): 24·N·d'² + 8·N·h·e·m (feature maps of q and k, kᵀv, q·context);
-//! - cell path = embedding + encoder; gene path = cell path + decoder input (embedding of N values,
-//!   2·L·d·d' projection) + decoder; expression = gene path + 2·N·d' (the output head).
+//! - cell path = embedding + encoder; gene path = cell path + decoder input (N values embedded at
+//!   width d, 2·N·d·d' projection) + decoder; expression = gene path + 2·N·d' (the output head).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -86,7 +86,8 @@ pub fn flop_per_cell(cfg: &ModelConfig, nnz: usize, path: BenchPath) -> f64 {
         .unwrap_or(cfg.decoder.hidden_dim / h.max(1));
     let m = f(nb_features(e));
     let dec_layer = 24.0 * n * dd * dd + 8.0 * n * f(h) * f(e) * m;
-    let gene = cell + emb(n, dd) + 2.0 * l * d * dd + f(cfg.decoder.depth) * dec_layer;
+    // Decoder input: N values embedded at the encoder width, then projected to the decoder's.
+    let gene = cell + emb(n, d) + 2.0 * n * d * dd + f(cfg.decoder.depth) * dec_layer;
     match path {
         BenchPath::Expression => gene + 2.0 * n * dd,
         _ => gene,
