@@ -151,14 +151,14 @@ def check_annotated(f, head, labelled):
 def check_annotation(results, stub):
     """annotate train (1 layer fine-tuned) -> predict with labels; embed -> train --finetune-layers 0 (reusing
     obsm['X_scfoundation']) -> predict without labels; both again on odd names."""
-    head = results / "scfoundation_annotate_train" / "pbmc_tiny_annotate_head"
-    frozen = results / "scfoundation_annotate_train_frozen" / "pbmc_tiny_annotate_head"
-    odd_head = results / "scfoundation_annotate_train_odd" / ODD_HEAD
-    assert sorted(p.name for p in (results / "scfoundation_annotate_train_odd").iterdir()) == [ODD_HEAD]
-    pred = exact(results / "scfoundation_annotate_predict_frozen", "pbmc_tiny_dense_annotated.h5ad")  # no metrics
-    files = sorted(p.name for p in (results / "scfoundation_annotate_predict").iterdir())
+    head = results / "scfoundation_annotatetrain" / "pbmc_tiny_annotate_head"
+    frozen = results / "scfoundation_annotatetrain_frozen" / "pbmc_tiny_annotate_head"
+    odd_head = results / "scfoundation_annotatetrain_odd" / ODD_HEAD
+    assert sorted(p.name for p in (results / "scfoundation_annotatetrain_odd").iterdir()) == [ODD_HEAD]
+    pred = exact(results / "scfoundation_annotatepredict_frozen", "pbmc_tiny_dense_annotated.h5ad")  # no metrics
+    files = sorted(p.name for p in (results / "scfoundation_annotatepredict").iterdir())
     assert files == ["pbmc_tiny_dense_annotated.h5ad", "pbmc_tiny_dense_annotated.metrics.json"], files
-    odd_files = sorted(p.name for p in (results / "scfoundation_annotate_predict_odd").iterdir())
+    odd_files = sorted(p.name for p in (results / "scfoundation_annotatepredict_odd").iterdir())
     assert odd_files == [ODD_ANNOTATED + ".h5ad", ODD_ANNOTATED + ".metrics.json"], odd_files
     emits = [l.split("\t") for l in (results / "annotate_emits.tsv").read_text().splitlines() if l]
     by = {(e[0], e[1]): e[2:] for e in emits}
@@ -188,12 +188,12 @@ def check_annotation(results, stub):
     # The frozen head took SCFOUNDATION_EMBED's embeddings instead of running the model again.
     assert jf["finetune_layers"] == 0 and jf["embeddings"] == "obsm['X_scfoundation']", (jf["finetune_layers"], jf["embeddings"])
     assert jf["input"]["file"] == "pbmc_tiny_scfoundation.h5ad", jf["input"]
-    a = check_annotated(results / "scfoundation_annotate_predict" / "pbmc_tiny_dense_annotated.h5ad", head, True)
-    m = json.loads((results / "scfoundation_annotate_predict" / "pbmc_tiny_dense_annotated.metrics.json").read_text())
+    a = check_annotated(results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.h5ad", head, True)
+    m = json.loads((results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.metrics.json").read_text())
     check_metrics(m, 16)
     assert m["label_key"] == "cell_type", m
     check_annotated(pred, frozen, False)
-    check_annotated(results / "scfoundation_annotate_predict_odd" / (ODD_ANNOTATED + ".h5ad"), odd_head, True)
+    check_annotated(results / "scfoundation_annotatepredict_odd" / (ODD_ANNOTATED + ".h5ad"), odd_head, True)
     print(f"nextflow annotation: train (1 layer, 2 epochs; validation macro-F1 {json.loads((head / 'metrics.json').read_text())['macro_f1']:.3f}) "
           f"-> predict 16 cells x 8 classes (macro-F1 {m['macro_f1']:.3f}); embed -> frozen head reusing obsm['X_scfoundation'] -> predict")
 
@@ -212,14 +212,14 @@ if mode == "modules":
     assert {l.split("\t")[0].split(":")[-1] for l in versions} >= {
         "SCFOUNDATION_WEIGHTS", "SCFOUNDATION_EMBED", "SCFOUNDATION_GENEEMBED", "SCFOUNDATION_ENHANCE",
         "SCFOUNDATION_SPLIT", "SCFOUNDATION_MERGE", "SCFOUNDATION_INIT", "SCFOUNDATION_PRETRAIN",
-        "SCFOUNDATION_PRETRAIN_RESUME", "SCFOUNDATION_EMBED_PRETRAINED", "SCFOUNDATION_ANNOTATE_TRAIN",
-        "SCFOUNDATION_ANNOTATE_PREDICT", "SCFOUNDATION_ANNOTATE_TRAIN_FROZEN", "SCFOUNDATION_ANNOTATE_PREDICT_FROZEN"}, versions
+        "SCFOUNDATION_PRETRAIN_RESUME", "SCFOUNDATION_EMBED_PRETRAINED", "SCFOUNDATION_ANNOTATETRAIN",
+        "SCFOUNDATION_ANNOTATEPREDICT", "SCFOUNDATION_ANNOTATETRAIN_FROZEN", "SCFOUNDATION_ANNOTATEPREDICT_FROZEN"}, versions
     odd = {k: exact(results / k, v) for k, v in ODD_NAMES.items()}
     odd_shards = sorted(p.name for p in (results / "scfoundation_split_odd" / "shards").iterdir())
     assert {l.split("\t")[0] for l in versions} >= {"SCFOUNDATION_WEIGHTS_ODD", "SCFOUNDATION_EMBED_ODD",
         "SCFOUNDATION_GENEEMBED_ODD", "SCFOUNDATION_ENHANCE_ODD", "SCFOUNDATION_SPLIT_ODD",
-        "SCFOUNDATION_MERGE_ODD", "SCFOUNDATION_PRETRAIN_ODD", "SCFOUNDATION_ANNOTATE_TRAIN_ODD",
-        "SCFOUNDATION_ANNOTATE_PREDICT_ODD"}, versions
+        "SCFOUNDATION_MERGE_ODD", "SCFOUNDATION_PRETRAIN_ODD", "SCFOUNDATION_ANNOTATETRAIN_ODD",
+        "SCFOUNDATION_ANNOTATEPREDICT_ODD"}, versions
     check_pretraining(results, stub)
     check_annotation(results, stub)
     if stub:

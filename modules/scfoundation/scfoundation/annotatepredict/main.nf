@@ -1,4 +1,4 @@
-process SCFOUNDATION_ANNOTATE_PREDICT {
+process SCFOUNDATION_ANNOTATEPREDICT {
     tag "$meta.id"
     label 'process_medium'
     label 'process_gpu'
@@ -8,7 +8,7 @@ process SCFOUNDATION_ANNOTATE_PREDICT {
     input:
     // Query cells (.h5ad, or .csv/.tsv/.npy as for SCFOUNDATION_EMBED).
     tuple val(meta), path(query)
-    // A head directory from SCFOUNDATION_ANNOTATE_TRAIN (staged as head/NAME).
+    // A head directory from SCFOUNDATION_ANNOTATETRAIN (staged as head/NAME).
     tuple val(meta2), path(head, stageAs: 'head/*')
     // The weights the head was trained with (the run refuses any other sha256).
     tuple val(meta3), path(model), val(model_sha256)
@@ -26,14 +26,14 @@ process SCFOUNDATION_ANNOTATE_PREDICT {
 
     script:
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
-        error "SCFOUNDATION_ANNOTATE_PREDICT does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
+        error "SCFOUNDATION_ANNOTATEPREDICT does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
     // File names, the label column and the prefix come from users: single-quote every value that reaches bash.
     def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_annotated"
-    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATE_PREDICT: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
-    if ("${prefix}.h5ad" == "${query}") error "SCFOUNDATION_ANNOTATE_PREDICT: input and output are both ${query}; set a different task.ext.prefix"
+    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATEPREDICT: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
+    if ("${prefix}.h5ad" == "${query}") error "SCFOUNDATION_ANNOTATEPREDICT: input and output are both ${query}; set a different task.ext.prefix"
     def labels = label_key ? "--label-key=${q(label_key)} --metrics=${q(prefix + '.metrics.json')}" : ''
     def device = task.accelerator ? '--device cuda:0' : ''
     // --opt=value: a file name or column starting with '-' stays a value.
@@ -54,7 +54,7 @@ process SCFOUNDATION_ANNOTATE_PREDICT {
     def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_annotated"
-    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATE_PREDICT: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
+    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATEPREDICT: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
     def metrics = label_key ? "echo '{\"accuracy\":0,\"macro_f1\":0}' > ${q(prefix + '.metrics.json')}" : ''
     """
     echo ${q(args)}

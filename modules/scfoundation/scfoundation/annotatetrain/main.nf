@@ -1,4 +1,4 @@
-process SCFOUNDATION_ANNOTATE_TRAIN {
+process SCFOUNDATION_ANNOTATETRAIN {
     tag "$meta.id"
     label 'process_medium'
     label 'process_gpu'
@@ -23,14 +23,14 @@ process SCFOUNDATION_ANNOTATE_TRAIN {
 
     script:
     if (workflow.profile.tokenize(',').intersect(['conda', 'mamba']).size() >= 1) {
-        error "SCFOUNDATION_ANNOTATE_TRAIN does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
+        error "SCFOUNDATION_ANNOTATETRAIN does not support Conda: scfoundation ships as a container. Use docker, singularity, apptainer or podman."
     }
     // File names, the label column and the prefix come from users: single-quote every value that reaches bash.
     def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_annotate_head"
-    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATE_TRAIN: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
-    if (!label_key) error "SCFOUNDATION_ANNOTATE_TRAIN: give the obs column with the cell types (label_key)"
+    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATETRAIN: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
+    if (!label_key) error "SCFOUNDATION_ANNOTATETRAIN: give the obs column with the cell types (label_key)"
     def device = task.accelerator ? '--device cuda:0' : ''
     // --opt=value: a file name or column starting with '-' stays a value.
     """
@@ -49,8 +49,8 @@ process SCFOUNDATION_ANNOTATE_TRAIN {
     def q = { v -> "'" + v.toString().replace("'", "'\\''") + "'" }
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}_annotate_head"
-    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATE_TRAIN: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
-    if (!label_key) error "SCFOUNDATION_ANNOTATE_TRAIN: give the obs column with the cell types (label_key)"
+    if (prefix.contains('/')) error "SCFOUNDATION_ANNOTATETRAIN: task.ext.prefix '${prefix}' contains '/'; outputs are written in the task directory"
+    if (!label_key) error "SCFOUNDATION_ANNOTATETRAIN: give the obs column with the cell types (label_key)"
     """
     echo ${q(args)}
     mkdir -p ${q(prefix)}
