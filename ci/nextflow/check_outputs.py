@@ -132,7 +132,7 @@ def check_metrics(m, n_cells):
     assert abs(m["accuracy"] - np.trace(cm) / n_cells) < 1e-9 and 0 <= m["macro_f1"] <= 1, m
 
 
-def check_annotated(f, head, labelled):
+def check_annotated(f, head):
     a = ad.read_h5ad(f)
     assert list(a.obs_names) == list(src.obs_names), "obs names differ from the query"
     assert list(a.obs.columns) == list(src.obs.columns) + ["scfoundation_label", "scfoundation_label_confidence"], a.obs.columns
@@ -188,12 +188,12 @@ def check_annotation(results, stub):
     # The frozen head took SCFOUNDATION_EMBED's embeddings instead of running the model again.
     assert jf["finetune_layers"] == 0 and jf["embeddings"] == "obsm['X_scfoundation']", (jf["finetune_layers"], jf["embeddings"])
     assert jf["input"]["file"] == "pbmc_tiny_scfoundation.h5ad", jf["input"]
-    a = check_annotated(results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.h5ad", head, True)
+    check_annotated(results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.h5ad", head)
     m = json.loads((results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.metrics.json").read_text())
     check_metrics(m, 16)
     assert m["label_key"] == "cell_type", m
-    check_annotated(pred, frozen, False)
-    check_annotated(results / "scfoundation_annotatepredict_odd" / (ODD_ANNOTATED + ".h5ad"), odd_head, True)
+    check_annotated(pred, frozen)
+    check_annotated(results / "scfoundation_annotatepredict_odd" / (ODD_ANNOTATED + ".h5ad"), odd_head)
     print(f"nextflow annotation: train (1 layer, 2 epochs; validation macro-F1 {json.loads((head / 'metrics.json').read_text())['macro_f1']:.3f}) "
           f"-> predict 16 cells x 8 classes (macro-F1 {m['macro_f1']:.3f}); embed -> frozen head reusing obsm['X_scfoundation'] -> predict")
 
