@@ -21,7 +21,7 @@ T0=$SECONDS
 GALAXY_VERSION=26.1.2
 CACHE=$SCF_CI_CACHE/galaxy
 # SCF_INSTALL_ONLY=1 (ci/prefetch.sh): install, then stop; its logs go elsewhere, so a run can follow at once.
-W=$SCF_CI_WORK/galaxy$([ "${SCF_INSTALL_ONLY:-}" = 1 ] && echo -install)
+W=$SCF_CI_WORK/galaxy$([ "${SCF_INSTALL_ONLY:-}" = 1 ] && echo -install || true)   # || true: set -e
 BIN=$SCF_BIN_DIR
 SERVER_VENV=$CACHE/server-$GALAXY_VERSION
 TOOLS_VENV=$CACHE/tools
@@ -181,10 +181,11 @@ timeout 600 "$PY" ci/galaxy/browser_check.py --url "$URL" --email "$EMAIL" --pas
   --key-env GX_KEY --input test-data/pbmc_tiny.h5ad --model scfoundation-tiny@1.0 --model-name "$MODEL_NAME" \
   --chromium "$CHROMIUM" --out "$W/screenshots"
 
-# Every <test> of every tool the server has (the three tools and the data manager), PARALLEL at a time, each in
+# Every <test> of every tool the server has (the six tools and the data manager), PARALLEL at a time, each in
 # its own history; the tools' tests pick the installed model from the data table (--with-reference-data: they use
 # a data table). timeout(1) bounds the client; the trap stops the server.
-TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance scfoundation_pretrain data_manager_scfoundation_weights)
+TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance scfoundation_pretrain scfoundation_annotate_train
+  scfoundation_annotate_predict data_manager_scfoundation_weights)
 log "tool tests: galaxy-tool-test, $PARALLEL at a time"
 rc=0
 timeout "$TEST_TIMEOUT" "$TOOLS_VENV/bin/galaxy-tool-test" -u "$URL" -k "$GX_KEY" -a "$GX_KEY" --with-reference-data \

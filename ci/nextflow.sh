@@ -3,7 +3,10 @@
 # and cached): every module for real and with -stub (also on file names and prefixes with spaces and
 # quotes), including pretraining: SCFOUNDATION_INIT (tiny) -> SCFOUNDATION_PRETRAIN (2 steps on CPU) -> the same
 # module resuming that checkpoint to step 3 -> SCFOUNDATION_EMBED of the result (check_outputs.py: log steps, the
-# resumed log continuing the first, sha256 emits, embedding shape); a prefix with '/' refused; then the example
+# resumed log continuing the first, sha256 emits, embedding shape); cell type annotation: SCFOUNDATION_ANNOTATETRAIN
+# (1 layer fine-tuned) -> SCFOUNDATION_ANNOTATEPREDICT with labels, and SCFOUNDATION_EMBED -> a frozen head reusing
+# obsm['X_scfoundation'] -> a prediction without labels (head files, annotate.json, metrics, obs/obsm of the annotated
+# query, provenance); a prefix with '/' refused; then the example
 # pipeline without a profile on two CPUs (resourceLimits) and with -profile test -stub. All with the local
 # executor, no containers, the freshly built binary on PATH.
 set -euo pipefail

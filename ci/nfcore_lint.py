@@ -13,7 +13,7 @@ NEEDS_NFTEST = {"test_snapshot_exists"}
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
 modules = sorted(
     str(p.parent.relative_to(root / "modules" / "scfoundation"))
-    for p in (root / "modules" / "scfoundation").glob("*/*/main.nf")
+    for p in (root / "modules" / "scfoundation").rglob("main.nf")
 )
 bad = 0
 for m in modules:

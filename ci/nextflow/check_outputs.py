@@ -116,6 +116,88 @@ def check_pretraining(results, stub):
           f"first run's) -> SCFOUNDATION_EMBED of the checkpoint: {x.shape}")
 
 
+HEAD_FILES = ["annotate.json", "confusion.png", "head.safetensors", "metrics.json", "train_log.jsonl", "training.png"]
+ODD_HEAD = 'head "it\'s", odd'
+ODD_ANNOTATED = 'annotated \'q\' "s" $(echo x)'
+CLASSES = ["B", "CD14 Monocytes", "CD4 T", "CD8 T", "Dendritic", "FCGR3A Monocytes", "Megakaryocytes", "NK"]
+METRICS_KEYS = {"accuracy", "macro_f1", "classes", "per_class", "confusion_matrix", "n_cells"}
+
+
+def check_metrics(m, n_cells):
+    assert METRICS_KEYS <= set(m), sorted(m)
+    assert m["classes"] == CLASSES and m["n_cells"] == n_cells, (m["classes"], m["n_cells"])
+    assert [c["class"] for c in m["per_class"]] == CLASSES, m["per_class"]
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (8, 8) and cm.sum() == n_cells, cm
+    assert abs(m["accuracy"] - np.trace(cm) / n_cells) < 1e-9 and 0 <= m["macro_f1"] <= 1, m
+
+
+def check_annotated(f, head):
+    a = ad.read_h5ad(f)
+    assert list(a.obs_names) == list(src.obs_names), "obs names differ from the query"
+    assert list(a.obs.columns) == list(src.obs.columns) + ["scfoundation_label", "scfoundation_label_confidence"], a.obs.columns
+    p = np.asarray(a.obsm["scfoundation_label_proba"])
+    assert p.shape == (16, 8) and np.allclose(p.sum(1), 1, atol=1e-5), p.shape
+    assert list(a.obs["scfoundation_label"].cat.categories) == CLASSES
+    assert list(a.uns["scfoundation_label_classes"]) == CLASSES
+    assert (a.obs["scfoundation_label"].astype(str).values == np.array(CLASSES)[p.argmax(1)]).all()
+    assert np.allclose(a.obs["scfoundation_label_confidence"].values, p.max(1), atol=1e-6)
+    pr = dict(a.uns["scfoundation"])
+    assert pr["step"] == "annotate-predict" and pr["model_sha256"] == TINY_SHA, pr
+    assert pr["head_sha256"] == sha256(head / "head.safetensors"), (pr["head_sha256"], head)
+    return a
+
+
+def check_annotation(results, stub):
+    """annotate train (1 layer fine-tuned) -> predict with labels; embed -> train --finetune-layers 0 (reusing
+    obsm['X_scfoundation']) -> predict without labels; both again on odd names."""
+    head = results / "scfoundation_annotatetrain" / "pbmc_tiny_annotate_head"
+    frozen = results / "scfoundation_annotatetrain_frozen" / "pbmc_tiny_annotate_head"
+    odd_head = results / "scfoundation_annotatetrain_odd" / ODD_HEAD
+    assert sorted(p.name for p in (results / "scfoundation_annotatetrain_odd").iterdir()) == [ODD_HEAD]
+    pred = exact(results / "scfoundation_annotatepredict_frozen", "pbmc_tiny_dense_annotated.h5ad")  # no metrics
+    files = sorted(p.name for p in (results / "scfoundation_annotatepredict").iterdir())
+    assert files == ["pbmc_tiny_dense_annotated.h5ad", "pbmc_tiny_dense_annotated.metrics.json"], files
+    odd_files = sorted(p.name for p in (results / "scfoundation_annotatepredict_odd").iterdir())
+    assert odd_files == [ODD_ANNOTATED + ".h5ad", ODD_ANNOTATED + ".metrics.json"], odd_files
+    emits = [l.split("\t") for l in (results / "annotate_emits.tsv").read_text().splitlines() if l]
+    by = {(e[0], e[1]): e[2:] for e in emits}
+    assert by[("train", "head")] == ["pbmc_tiny_annotate_head"], emits
+    assert by[("train", "metrics")] == ["metrics.json"] and by[("train", "log")] == ["train_log.jsonl"], emits
+    assert by[("train", "png")] == ["training.png", "confusion.png"], emits
+    assert by[("predict", "metrics")] == ["pbmc_tiny_dense_annotated.metrics.json"], emits
+    assert ("predict_frozen", "metrics") not in by and by[("predict_frozen", "h5ad")] == [pred.name], emits
+    if stub:
+        for d in (head, frozen, odd_head):
+            assert set(HEAD_FILES) <= {p.name for p in d.iterdir()}, (d, sorted(p.name for p in d.iterdir()))
+        return
+    for d in (head, odd_head):
+        assert sorted(p.name for p in d.iterdir()) == sorted(HEAD_FILES + ["encoder.safetensors"]), d
+    assert sorted(p.name for p in frozen.iterdir()) == HEAD_FILES, sorted(p.name for p in frozen.iterdir())
+    for d in (head, frozen, odd_head):
+        j = json.loads((d / "annotate.json").read_text())
+        assert j["base_model"]["sha256"] == TINY_SHA and j["base_model"]["checkpoint_key"] == "cell", j["base_model"]
+        assert j["classes"] == CLASSES and j["classifier"]["hidden"] == 16 and j["classifier"]["in_dim"] == 128, j
+        assert j["input"]["n_cells"] == 16 and j["input"]["n_labelled"] == 16, j["input"]
+        check_metrics(json.loads((d / "metrics.json").read_text()), 8)
+        for png in ("training.png", "confusion.png"):
+            assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (d, png)
+    j, jf = (json.loads((d / "annotate.json").read_text()) for d in (head, frozen))
+    assert j["finetune_layers"] == 1 and j["embeddings"] == "computed" and j["finetuned_tensors"], j["embeddings"]
+    assert j["input"]["file"] == "pbmc_tiny.h5ad" and j["epochs_run"] == 2, j["input"]
+    # The frozen head took SCFOUNDATION_EMBED's embeddings instead of running the model again.
+    assert jf["finetune_layers"] == 0 and jf["embeddings"] == "obsm['X_scfoundation']", (jf["finetune_layers"], jf["embeddings"])
+    assert jf["input"]["file"] == "pbmc_tiny_scfoundation.h5ad", jf["input"]
+    check_annotated(results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.h5ad", head)
+    m = json.loads((results / "scfoundation_annotatepredict" / "pbmc_tiny_dense_annotated.metrics.json").read_text())
+    check_metrics(m, 16)
+    assert m["label_key"] == "cell_type", m
+    check_annotated(pred, frozen)
+    check_annotated(results / "scfoundation_annotatepredict_odd" / (ODD_ANNOTATED + ".h5ad"), odd_head)
+    print(f"nextflow annotation: train (1 layer, 2 epochs; validation macro-F1 {json.loads((head / 'metrics.json').read_text())['macro_f1']:.3f}) "
+          f"-> predict 16 cells x 8 classes (macro-F1 {m['macro_f1']:.3f}); embed -> frozen head reusing obsm['X_scfoundation'] -> predict")
+
+
 mode, results = sys.argv[1], Path(sys.argv[2])
 if mode == "modules":
     stub = "--stub" in sys.argv
@@ -130,13 +212,16 @@ if mode == "modules":
     assert {l.split("\t")[0].split(":")[-1] for l in versions} >= {
         "SCFOUNDATION_WEIGHTS", "SCFOUNDATION_EMBED", "SCFOUNDATION_GENEEMBED", "SCFOUNDATION_ENHANCE",
         "SCFOUNDATION_SPLIT", "SCFOUNDATION_MERGE", "SCFOUNDATION_INIT", "SCFOUNDATION_PRETRAIN",
-        "SCFOUNDATION_PRETRAIN_RESUME", "SCFOUNDATION_EMBED_PRETRAINED"}, versions
+        "SCFOUNDATION_PRETRAIN_RESUME", "SCFOUNDATION_EMBED_PRETRAINED", "SCFOUNDATION_ANNOTATETRAIN",
+        "SCFOUNDATION_ANNOTATEPREDICT", "SCFOUNDATION_ANNOTATETRAIN_FROZEN", "SCFOUNDATION_ANNOTATEPREDICT_FROZEN"}, versions
     odd = {k: exact(results / k, v) for k, v in ODD_NAMES.items()}
     odd_shards = sorted(p.name for p in (results / "scfoundation_split_odd" / "shards").iterdir())
     assert {l.split("\t")[0] for l in versions} >= {"SCFOUNDATION_WEIGHTS_ODD", "SCFOUNDATION_EMBED_ODD",
         "SCFOUNDATION_GENEEMBED_ODD", "SCFOUNDATION_ENHANCE_ODD", "SCFOUNDATION_SPLIT_ODD",
-        "SCFOUNDATION_MERGE_ODD", "SCFOUNDATION_PRETRAIN_ODD"}, versions
+        "SCFOUNDATION_MERGE_ODD", "SCFOUNDATION_PRETRAIN_ODD", "SCFOUNDATION_ANNOTATETRAIN_ODD",
+        "SCFOUNDATION_ANNOTATEPREDICT_ODD"}, versions
     check_pretraining(results, stub)
+    check_annotation(results, stub)
     if stub:
         assert len(shards) == 2, shards
         assert odd_shards == [f"{ODD_SHARD}_0000{i}.h5ad" for i in range(2)], odd_shards

@@ -16,6 +16,10 @@ include { SCFOUNDATION_INIT      } from '../../modules/scfoundation/scfoundation
 include { SCFOUNDATION_PRETRAIN  } from '../../modules/scfoundation/scfoundation/pretrain/main'
 include { SCFOUNDATION_PRETRAIN  as SCFOUNDATION_PRETRAIN_RESUME } from '../../modules/scfoundation/scfoundation/pretrain/main'
 include { SCFOUNDATION_EMBED     as SCFOUNDATION_EMBED_PRETRAINED } from '../../modules/scfoundation/scfoundation/embed/main'
+include { SCFOUNDATION_ANNOTATETRAIN   } from '../../modules/scfoundation/scfoundation/annotatetrain/main'
+include { SCFOUNDATION_ANNOTATEPREDICT } from '../../modules/scfoundation/scfoundation/annotatepredict/main'
+include { SCFOUNDATION_ANNOTATETRAIN   as SCFOUNDATION_ANNOTATETRAIN_FROZEN   } from '../../modules/scfoundation/scfoundation/annotatetrain/main'
+include { SCFOUNDATION_ANNOTATEPREDICT as SCFOUNDATION_ANNOTATEPREDICT_FROZEN } from '../../modules/scfoundation/scfoundation/annotatepredict/main'
 include { SCFOUNDATION_WEIGHTS   as SCFOUNDATION_WEIGHTS_ODD   } from '../../modules/scfoundation/scfoundation/weights/main'
 include { SCFOUNDATION_EMBED     as SCFOUNDATION_EMBED_ODD     } from '../../modules/scfoundation/scfoundation/embed/main'
 include { SCFOUNDATION_GENEEMBED as SCFOUNDATION_GENEEMBED_ODD } from '../../modules/scfoundation/scfoundation/geneembed/main'
@@ -23,6 +27,8 @@ include { SCFOUNDATION_ENHANCE   as SCFOUNDATION_ENHANCE_ODD   } from '../../mod
 include { SCFOUNDATION_SPLIT     as SCFOUNDATION_SPLIT_ODD     } from '../../modules/scfoundation/scfoundation/split/main'
 include { SCFOUNDATION_MERGE     as SCFOUNDATION_MERGE_ODD     } from '../../modules/scfoundation/scfoundation/merge/main'
 include { SCFOUNDATION_PRETRAIN  as SCFOUNDATION_PRETRAIN_ODD  } from '../../modules/scfoundation/scfoundation/pretrain/main'
+include { SCFOUNDATION_ANNOTATETRAIN   as SCFOUNDATION_ANNOTATETRAIN_ODD   } from '../../modules/scfoundation/scfoundation/annotatetrain/main'
+include { SCFOUNDATION_ANNOTATEPREDICT as SCFOUNDATION_ANNOTATEPREDICT_ODD } from '../../modules/scfoundation/scfoundation/annotatepredict/main'
 
 params.testdata = "${projectDir}/../../test-data"
 params.odd_dir  = null
@@ -67,6 +73,24 @@ workflow {
         .mix(SCFOUNDATION_PRETRAIN_RESUME.out.model_gene.map { meta, d, sha -> "resume\tmodel_gene\t${d.name}\t${sha}" })
         .collectFile(name: 'pretrain_emits.tsv', storeDir: params.outdir, newLine: true, sort: true)
 
+    // Cell type annotation: a head trained on pbmc_tiny's cell_type (1 encoder layer fine-tuned, 2 epochs:
+    // modules_test.config) predicts the dense copy of the same cells, with their labels (metrics). The frozen chain,
+    // as the Galaxy annotation workflow runs it: SCFOUNDATION_EMBED's output -> a head with --finetune-layers 0
+    // (reusing obsm['X_scfoundation']) -> a prediction without labels (no metrics).
+    query = Channel.value([ [ id:'pbmc_tiny_dense' ], file("${params.testdata}/pbmc_tiny_dense.h5ad", checkIfExists: true) ])
+    SCFOUNDATION_ANNOTATETRAIN(h5ad.map { meta, f -> [ meta, f, 'cell_type' ] }, weights)
+    SCFOUNDATION_ANNOTATEPREDICT(query, SCFOUNDATION_ANNOTATETRAIN.out.head, weights, 'cell_type')
+    SCFOUNDATION_ANNOTATETRAIN_FROZEN(SCFOUNDATION_EMBED.out.h5ad.map { meta, f -> [ meta, f, 'cell_type' ] }, weights)
+    SCFOUNDATION_ANNOTATEPREDICT_FROZEN(query, SCFOUNDATION_ANNOTATETRAIN_FROZEN.out.head, weights, '')
+    SCFOUNDATION_ANNOTATETRAIN.out.metrics.map { meta, f -> "train\tmetrics\t${f.name}" }
+        .mix(SCFOUNDATION_ANNOTATETRAIN.out.log.map { meta, f -> "train\tlog\t${f.name}" })
+        .mix(SCFOUNDATION_ANNOTATETRAIN.out.png.map { meta, a, b -> "train\tpng\t${a.name}\t${b.name}" })
+        .mix(SCFOUNDATION_ANNOTATETRAIN.out.head.map { meta, d -> "train\thead\t${d.name}" })
+        .mix(SCFOUNDATION_ANNOTATEPREDICT.out.metrics.map { meta, f -> "predict\tmetrics\t${f.name}" })
+        .mix(SCFOUNDATION_ANNOTATEPREDICT_FROZEN.out.metrics.map { meta, f -> "predict_frozen\tmetrics\t${f.name}" })
+        .mix(SCFOUNDATION_ANNOTATEPREDICT_FROZEN.out.h5ad.map { meta, f -> "predict_frozen\th5ad\t${f.name}" })
+        .collectFile(name: 'annotate_emits.tsv', storeDir: params.outdir, newLine: true, sort: true)
+
     // The same calls on awkward names; meta.id (the default prefix) is the file's base name.
     def odd_file = file("${params.odd_dir}/${ODD_H5AD}", checkIfExists: true)
     odd = Channel.value([ [ id: odd_file.baseName ], odd_file ])
@@ -81,6 +105,8 @@ workflow {
     SCFOUNDATION_SPLIT_ODD(odd, 5)
     SCFOUNDATION_MERGE_ODD(SCFOUNDATION_SPLIT_ODD.out.shards)
     SCFOUNDATION_PRETRAIN_ODD(odd.map { meta, f -> [ meta, [ f ] ] }, SCFOUNDATION_INIT.out.model, [ [], [] ])
+    SCFOUNDATION_ANNOTATETRAIN_ODD(odd.map { meta, f -> [ meta, f, 'cell_type' ] }, odd_weights)
+    SCFOUNDATION_ANNOTATEPREDICT_ODD(odd, SCFOUNDATION_ANNOTATETRAIN_ODD.out.head, odd_weights, 'cell_type')
 
     weights.map { meta, f, sha -> "${f.name}\t${sha}" }
         .collectFile(name: 'weights.tsv', storeDir: params.outdir, newLine: true)
