@@ -184,7 +184,7 @@ timeout 600 "$PY" ci/galaxy/browser_check.py --url "$URL" --email "$EMAIL" --pas
 # Every <test> of every tool the server has (the three tools and the data manager), PARALLEL at a time, each in
 # its own history; the tools' tests pick the installed model from the data table (--with-reference-data: they use
 # a data table). timeout(1) bounds the client; the trap stops the server.
-TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance scfoundation_pretrain data_manager_scfoundation_weights)
+TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance scfoundation_pretrain data_manager_scfoundation_weights scfoundation_genemodules)
 log "tool tests: galaxy-tool-test, $PARALLEL at a time"
 rc=0
 timeout "$TEST_TIMEOUT" "$TOOLS_VENV/bin/galaxy-tool-test" -u "$URL" -k "$GX_KEY" -a "$GX_KEY" --with-reference-data \
