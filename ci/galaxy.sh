@@ -21,7 +21,7 @@ T0=$SECONDS
 GALAXY_VERSION=26.1.2
 CACHE=$SCF_CI_CACHE/galaxy
 # SCF_INSTALL_ONLY=1 (ci/prefetch.sh): install, then stop; its logs go elsewhere, so a run can follow at once.
-W=$SCF_CI_WORK/galaxy$([ "${SCF_INSTALL_ONLY:-}" = 1 ] && echo -install)
+W=$SCF_CI_WORK/galaxy$([ "${SCF_INSTALL_ONLY:-}" = 1 ] && echo -install || true)
 BIN=$SCF_BIN_DIR
 SERVER_VENV=$CACHE/server-$GALAXY_VERSION
 TOOLS_VENV=$CACHE/tools
