@@ -185,7 +185,7 @@ timeout 600 "$PY" ci/galaxy/browser_check.py --url "$URL" --email "$EMAIL" --pas
 # its own history; the tools' tests pick the installed model from the data table (--with-reference-data: they use
 # a data table). timeout(1) bounds the client; the trap stops the server.
 TOOL_IDS=(scfoundation_embed scfoundation_geneembed scfoundation_enhance scfoundation_pretrain scfoundation_annotate_train
-  scfoundation_annotate_predict data_manager_scfoundation_weights)
+  scfoundation_annotate_predict scfoundation_genemodules data_manager_scfoundation_weights)
 log "tool tests: galaxy-tool-test, $PARALLEL at a time"
 rc=0
 timeout "$TEST_TIMEOUT" "$TOOLS_VENV/bin/galaxy-tool-test" -u "$URL" -k "$GX_KEY" -a "$GX_KEY" --with-reference-data \

@@ -74,4 +74,26 @@ printf '%s\n' "trace { enabled = true; file = '$d/trace.tsv'; fields = 'name,sta
 d=$(run_dir pipeline-stub)
 (cd "$d" && "$NF" run "$ROOT/modules/examples/embed_sharded" -profile test -stub --outdir "$d/results" < /dev/null)
 ls "$d/results/embeddings/"*.h5ad > /dev/null
+# Gene modules: SCFOUNDATION_GENEMODULES real and -stub (ci/nextflow/gene_modules_test.nf: --n-hvg 40; a genes file,
+# names with quotes, 1 cell per cell type), checked by check_gene_modules.py; neither genes nor --n-hvg is refused.
+gm_inputs() { local o; o=$(odd_inputs "$1"); cp test-data/pbmc_markers.txt "$o/marker genes, it's.txt"; echo "$o"; }
+for mode in real stub; do
+  d=$(run_dir "gene-modules-$mode")
+  odd=$(gm_inputs "$d")
+  opt=(); check=(); [ "$mode" = stub ] && { opt=(-stub); check=(--stub); }
+  (cd "$d" && "$NF" run "$ROOT/ci/nextflow/gene_modules_test.nf" -c "$ROOT/ci/nextflow/gene_modules_test.config" "${opt[@]}" \
+     --odd_dir "$odd" --outdir "$d/results" < /dev/null)
+  "$PY" ci/nextflow/check_gene_modules.py "$d/results" "${check[@]}"
+done
+d=$(run_dir gene-modules-no-genes)
+odd=$(gm_inputs "$d")
+printf '%s\n' "process { withName: 'SCFOUNDATION_GENEMODULES' { ext.args = '--k 5' } }" > "$d/no_genes.config"
+if (cd "$d" && "$NF" run "$ROOT/ci/nextflow/gene_modules_test.nf" -c "$ROOT/ci/nextflow/gene_modules_test.config" -c "$d/no_genes.config" \
+      -stub --odd_dir "$odd" --outdir "$d/results" < /dev/null > "$d/out.log" 2>&1); then
+  echo "ci/nextflow.sh: SCFOUNDATION_GENEMODULES ran without genes or --n-hvg" >&2; exit 1
+fi
+grep -q "SCFOUNDATION_GENEMODULES: give a genes file (one symbol per line) or --n-hvg N" "$d/out.log" \
+  || { cat "$d/out.log" >&2; echo "ci/nextflow.sh: no clear error without genes or --n-hvg" >&2; exit 1; }
+echo "nextflow gene modules: real, stub, and no genes source refused"
+
 echo "nextflow: modules, stubs and example pipeline OK"
