@@ -32,7 +32,8 @@ TEST_TIMEOUT=${SCF_GALAXY_TEST_TIMEOUT:-1800} # bound on the tool tests, and on 
 log() { printf '[galaxy %4ds] %s\n' $((SECONDS - T0)) "$*"; }
 die() { echo "ci/galaxy.sh: $*" >&2; exit 1; }
 
-[ -x "$BIN/scfoundation" ] || die "$BIN/scfoundation not built (cargo build --release, or set SCF_BIN_DIR)"
+# (Installing alone, from ci/prefetch.sh during the Rust build, needs no binary yet.)
+[ -x "$BIN/scfoundation" ] || [ "${SCF_INSTALL_ONLY:-}" = 1 ] || die "$BIN/scfoundation not built (cargo build --release, or set SCF_BIN_DIR)"
 mkdir -p "$CACHE"
 rm -rf "$W"
 mkdir -p "$W"/{config,tool-data,logs,results,screenshots}
