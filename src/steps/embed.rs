@@ -302,32 +302,46 @@ fn provenance(
             .map(|f| f.to_string_lossy().to_string())
             .unwrap_or_default(),
     );
-    prov.set(
-        "input_type",
-        format!("{:?}", opts.preprocess.input_type).to_lowercase(),
+    record_reading(
+        &mut prov,
+        &opts.preprocess,
+        opts.batch_size,
+        opts.min_mapped,
+        &opts.matrix,
+        stream,
     );
-    prov.set(
-        "pre_normalized",
-        format!("{:?}", opts.preprocess.pre_normalized),
-    );
-    prov.set("tgthighres", opts.preprocess.tgthighres);
-    prov.set("batch_size", opts.batch_size);
-    prov.set("min_mapped", opts.min_mapped);
-    if let Some(l) = &opts.matrix.layer {
+    if let Some(m) = stats.median_total {
+        prov.set("bulk_median_total", m);
+    }
+    prov
+}
+
+/// The reading and preprocessing options and what the input mapped to, in the order every output
+/// records them (shared by the steps that read cells through a [`CellStream`]).
+pub(crate) fn record_reading(
+    prov: &mut Provenance,
+    pre: &PreprocessOptions,
+    batch_size: usize,
+    min_mapped: f64,
+    matrix: &MatrixChoice,
+    stream: &CellStream,
+) {
+    prov.set("input_type", format!("{:?}", pre.input_type).to_lowercase());
+    prov.set("pre_normalized", format!("{:?}", pre.pre_normalized));
+    prov.set("tgthighres", pre.tgthighres);
+    prov.set("batch_size", batch_size);
+    prov.set("min_mapped", min_mapped);
+    if let Some(l) = &matrix.layer {
         prov.set("layer", l);
     }
-    if opts.matrix.use_raw {
+    if matrix.use_raw {
         prov.set("use_raw", "true");
     }
-    if let Some(c) = &opts.matrix.gene_column {
+    if let Some(c) = &matrix.gene_column {
         prov.set("gene_column", c);
     }
     prov.set("n_cells", stream.n_cells());
     prov.set("n_input_genes", stream.alignment.n_input);
     prov.set("n_genes_mapped", stream.alignment.n_genes_covered);
     prov.set("gene_index_sha256", crate::data::genes::GENE_INDEX_SHA256);
-    if let Some(m) = stats.median_total {
-        prov.set("bulk_median_total", m);
-    }
-    prov
 }

@@ -927,29 +927,13 @@ fn provenance(
     p.set("seed", opts.seed);
     p.set("ctrl_size", opts.ctrl_size);
     p.set("n_bins", opts.n_bins);
-    p.set(
-        "input_type",
-        format!("{:?}", opts.preprocess.input_type).to_lowercase(),
+    crate::steps::embed::record_reading(
+        &mut p,
+        &opts.preprocess,
+        opts.batch_size,
+        opts.min_mapped,
+        &opts.matrix,
+        stream,
     );
-    p.set(
-        "pre_normalized",
-        format!("{:?}", opts.preprocess.pre_normalized),
-    );
-    p.set("tgthighres", opts.preprocess.tgthighres);
-    p.set("batch_size", opts.batch_size);
-    p.set("min_mapped", opts.min_mapped);
-    if let Some(l) = &opts.matrix.layer {
-        p.set("layer", l);
-    }
-    if opts.matrix.use_raw {
-        p.set("use_raw", "true");
-    }
-    if let Some(c) = &opts.matrix.gene_column {
-        p.set("gene_column", c);
-    }
-    p.set("n_cells", stream.n_cells());
-    p.set("n_input_genes", stream.alignment.n_input);
-    p.set("n_genes_mapped", stream.alignment.n_genes_covered);
-    p.set("gene_index_sha256", crate::data::genes::GENE_INDEX_SHA256);
     p
 }
