@@ -529,6 +529,8 @@ pub fn train(
     let mut log_lines: Vec<Value> = vec![];
     let (mut best_f1, mut best_epoch, mut since_best) = (f64::NEG_INFINITY, 0u64, 0u64);
     let mut best: Option<BTreeMap<String, Tensor>> = None;
+    // The kept epoch's validation metrics: restoring its parameters gives them again.
+    let mut best_metrics: Option<Classification> = None;
     let eval_idx: &[usize] = if val_idx.is_empty() {
         log::warn!("no validation cells (--val-fraction 0 or too few cells): no early stopping; metrics are on the training cells");
         &train_idx
@@ -601,6 +603,7 @@ pub fn train(
             best_epoch = epoch;
             since_best = 0;
             best = Some(trainer.model.param_tensors(|_| true)?);
+            best_metrics = Some(m);
         } else {
             since_best += 1;
             if opts.patience > 0 && since_best >= opts.patience {
@@ -611,25 +614,29 @@ pub fn train(
             }
         }
     }
-    let _ = steps_per_epoch;
     if let Some(b) = &best {
         let map: HashMap<String, Tensor> = b.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
         trainer.model.set_params(&map)?;
     }
 
-    // Final metrics with the kept parameters.
-    let (pred, _) = evaluate(
-        &mut trainer,
-        &head,
-        &features,
-        eval_idx,
-        &labels,
-        &weights,
-        opts,
-        device,
-    )?;
-    let truth: Vec<usize> = eval_idx.iter().map(|&i| labels[i]).collect();
-    let metrics = Classification::new(&truth, &pred, k);
+    // Final metrics with the kept parameters (evaluated only when no epoch was kept).
+    let metrics = match best_metrics {
+        Some(m) => m,
+        None => {
+            let (pred, _) = evaluate(
+                &mut trainer,
+                &head,
+                &features,
+                eval_idx,
+                &labels,
+                &weights,
+                opts,
+                device,
+            )?;
+            let truth: Vec<usize> = eval_idx.iter().map(|&i| labels[i]).collect();
+            Classification::new(&truth, &pred, k)
+        }
+    };
 
     // The head directory, all files committed together.
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
