@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the build and the checks need on a fresh Debian/Ubuntu machine: libhdf5 + pkg-config
-# (apt), a Rust toolchain if missing, and a Python venv with anndata for the h5ad checks (SCF_VENV, cached
+# Installs what the build and the checks need on a fresh Debian/Ubuntu machine: libhdf5, OpenBLAS
+# + pkg-config (apt), a Rust toolchain if missing, and a Python venv with anndata for the h5ad checks (SCF_VENV, cached
 # under SCF_CI_CACHE; see ci/env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 pkg-config --exists hdf5 2>/dev/null || need_apt+=(libhdf5-dev)
+# The default `openblas` feature links the system OpenBLAS (f32 products on the CPU; src/model/matmul.rs).
+{ ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' ; } || [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] \
+  || need_apt+=(libopenblas-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)

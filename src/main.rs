@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    scfoundation::cpu::tune_allocator();
     // An empty variable counts as unset (a workflow may export it empty); clap would reject it.
     for v in scfoundation::cli::ENV_OPTIONS {
         if std::env::var_os(v).is_some_and(|x| x.is_empty()) {

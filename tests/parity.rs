@@ -72,6 +72,11 @@ const CASES: &[Case] = &[
 ];
 
 fn check_all(model: &str) {
+    check_all_with(model, &[]);
+}
+
+/// Every golden output, with these environment variables set for the binary.
+fn check_all_with(model: &str, env: &[(&str, &str)]) {
     let dir = tmp();
     for c in CASES {
         let out = dir.path().join(c.golden);
@@ -86,7 +91,16 @@ fn check_all(model: &str) {
             s(&out),
         ];
         args.extend_from_slice(c.args);
-        run_ok(&args);
+        let res = bin()
+            .envs(env.iter().copied())
+            .args(&args)
+            .output()
+            .expect("spawn scfoundation");
+        assert!(
+            res.status.success(),
+            "{env:?} scfoundation {args:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
         assert_close(&out, &reference(c.golden), TOL);
     }
 }
@@ -94,6 +108,20 @@ fn check_all(model: &str) {
 #[test]
 fn all_reference_outputs_from_ckpt() {
     check_all(s(&reference("tiny_models.ckpt")));
+}
+
+/// candle's own products and composite ops (no OpenBLAS, no fused kernels) and glibc's default
+/// allocator: the baseline `bench` compares against must give the same results.
+#[test]
+fn all_reference_outputs_with_candle_kernels() {
+    check_all_with(
+        s(&reference("tiny_models.ckpt")),
+        &[
+            ("SCFOUNDATION_GEMM", "candle"),
+            ("SCFOUNDATION_FUSED", "0"),
+            ("SCFOUNDATION_MALLOC", "system"),
+        ],
+    );
 }
 
 #[test]

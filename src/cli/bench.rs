@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::DType;
 use clap::Args;
 
+use crate::cpu::Gemm;
 use crate::steps::bench::{bench, BenchOptions, BenchPath};
 use crate::steps::init::InitConfig;
 
@@ -64,9 +65,20 @@ pub struct BenchArgs {
     /// weights; the report gives the lowest per-cell cosine and the largest absolute difference.
     #[arg(long, default_value_t = 4, value_parser = super::count_in::<0, 10_000_000>)]
     pub accuracy_cells: usize,
+    /// CPU f32 products: openblas and/or candle, comma separated (default: openblas when built with it).
+    /// With both, every path runs with each in this run and the report gives the speed ratio of the
+    /// first to the second.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub gemm: Vec<CliGemm>,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliGemm {
+    Openblas,
+    Candle,
 }
 
 pub fn run_bench(a: BenchArgs) -> Result<()> {
@@ -98,9 +110,60 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         ceiling_seconds: a.ceiling_seconds,
         accuracy_cells: a.accuracy_cells,
     };
-    let report = bench(&opts, &device)?;
+    let gemms: Vec<Gemm> = if a.gemm.is_empty() {
+        vec![crate::cpu::gemm()]
+    } else {
+        a.gemm
+            .iter()
+            .map(|g| match g {
+                CliGemm::Openblas => Gemm::Blas,
+                CliGemm::Candle => Gemm::Candle,
+            })
+            .collect()
+    };
+    let mut reports = vec![];
+    for &g in &gemms {
+        crate::cpu::set_gemm(g)?;
+        let report = bench(&opts, &device)?;
+        print_report(&report, &a)?;
+        reports.push(report);
+    }
+    let mut report = reports.remove(0);
+    if !reports.is_empty() {
+        let mut ratios = serde_json::Map::new();
+        for p in report["paths"].as_array().into_iter().flatten() {
+            let name = p["path"].as_str().unwrap_or("?");
+            let base = reports[0]["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|q| q["path"] == p["path"])
+                .and_then(|q| q["cells_per_s"].as_f64());
+            if let (Some(x), Some(y)) = (p["cells_per_s"].as_f64(), base) {
+                outln!(
+                    "{name}: {} {x:.4} cells/s vs {} {y:.4}: {:.2}x",
+                    report["gemm"].as_str().unwrap_or("?"),
+                    reports[0]["gemm"].as_str().unwrap_or("?"),
+                    x / y
+                );
+                ratios.insert(name.to_string(), serde_json::json!(x / y));
+            }
+        }
+        report["compared_with"] = serde_json::Value::Array(reports);
+        report["speed_ratio_to_compared"] = serde_json::Value::Object(ratios);
+    }
+    if let Some(path) = &a.json {
+        let f = crate::fsutil::PendingFile::new(path)?;
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        std::fs::write(f.path(), text).with_context(|| format!("writing {}", path.display()))?;
+        f.commit()?;
+    }
+    Ok(())
+}
+
+fn print_report(report: &serde_json::Value, a: &BenchArgs) -> Result<()> {
     outln!(
-        "scfoundation bench: {} ({} parameters), {} genes/cell, batch {}, {} on {}, {} threads; {}",
+        "scfoundation bench: {} ({} parameters), {} genes/cell, batch {}, {} on {}, {} threads, {} GEMM; {}",
         report["config"].as_str().unwrap_or("?"),
         report["parameters"],
         a.nnz,
@@ -108,6 +171,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         report["precision"].as_str().unwrap_or("?"),
         report["device"].as_str().unwrap_or("?"),
         report["threads"],
+        report["gemm"].as_str().unwrap_or("?"),
         report["machine"]["cpu"].as_str().unwrap_or("?"),
     );
     for (k, v) in report["gemm_ceiling_tflops"]
@@ -145,12 +209,6 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
                 acc["max_abs_diff"].as_f64().unwrap_or(f64::NAN)
             );
         }
-    }
-    if let Some(path) = &a.json {
-        let f = crate::fsutil::PendingFile::new(path)?;
-        let text = serde_json::to_string_pretty(&report)? + "\n";
-        std::fs::write(f.path(), text).with_context(|| format!("writing {}", path.display()))?;
-        f.commit()?;
     }
     Ok(())
 }

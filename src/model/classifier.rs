@@ -5,8 +5,10 @@
 //! named `head.fc1.{weight,bias}`, `head.fc2.{weight,bias}` (as `torch.nn.Linear` stores them) and
 //! `head.input_mean`, `head.input_std` (not trained).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
+
+use super::matmul::linear;
 use serde::{Deserialize, Serialize};
 
 /// Tensor-name prefix of the head.
@@ -73,7 +75,7 @@ impl CellClassifier {
             Some((mean, std)) => x.broadcast_sub(mean)?.broadcast_div(std)?,
             None => x.clone(),
         };
-        self.fc2.forward(&self.fc1.forward(&x)?.relu()?)
+        linear(&self.fc2, &linear(&self.fc1, &x)?.relu()?)
     }
 
     /// The standardisation tensors, if any.

@@ -1,9 +1,10 @@
 //! Auto-discretization value embedding: a scalar expression value becomes a soft mixture of learned bins.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::ModelConfig;
+use super::matmul::linear;
 
 pub struct AutoDiscretizationEmbedding {
     mlp: Linear,
@@ -38,10 +39,10 @@ impl AutoDiscretizationEmbedding {
     /// `values`: [B, N] f32 → [B, N, D].
     pub fn forward(&self, values: &Tensor) -> Result<Tensor> {
         let v = values.unsqueeze(D::Minus1)?;
-        let h = candle_nn::ops::leaky_relu(&self.mlp.forward(&v)?, 0.1)?;
-        let z = ((&h * self.bin_alpha)? + self.mlp2.forward(&h)?)?;
+        let h = candle_nn::ops::leaky_relu(&linear(&self.mlp, &v)?, 0.1)?;
+        let z = ((&h * self.bin_alpha)? + linear(&self.mlp2, &h)?)?;
         let w = super::encoder::softmax(&z, self.differentiable)?;
-        let e = w.broadcast_matmul(&self.emb)?;
+        let e = super::matmul::broadcast_matmul(&w, &self.emb)?;
         // The reference overwrites positions holding the literal mask/pad token values.
         let e = replace_where(&e, values, self.mask_value, &self.emb_mask)?;
         replace_where(&e, values, self.pad_value, &self.emb_pad)

@@ -4,6 +4,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
+use super::matmul::{broadcast_matmul, linear, linear_act, matmul, Act};
 
 const LN_EPS: f64 = 1e-5;
 /// Attention scores computed at once, at most (64M floats = 256 MB).
@@ -30,6 +31,8 @@ pub(crate) fn norm(ln: &LayerNorm, x: &Tensor, differentiable: bool) -> Result<T
 pub(crate) fn softmax(x: &Tensor, differentiable: bool) -> Result<Tensor> {
     if differentiable {
         in_f32(x, |x| candle_nn::ops::softmax(x, D::Minus1))
+    } else if super::kernels::fusable(x) {
+        super::kernels::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
@@ -71,9 +74,8 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let hd = self.dim / self.heads;
-        let qkv = x
-            .broadcast_matmul(&self.in_proj_weight.t()?)?
-            .broadcast_add(&self.in_proj_bias)?;
+        let qkv =
+            broadcast_matmul(x, &self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?;
         let split = |i: usize| -> Result<Tensor> {
             qkv.narrow(D::Minus1, i * self.dim, self.dim)?
                 .reshape((b, l, self.heads, hd))?
@@ -95,12 +97,12 @@ impl SelfAttention {
             } else {
                 q.narrow(2, start, n)?
             };
-            let mut scores = qb.matmul(&kt)?;
+            let mut scores = matmul(&qb, &kt)?;
             if let Some(m) = mask {
                 scores = scores.broadcast_add(m)?;
             }
             let p = softmax(&scores, self.differentiable)?;
-            outs.push(p.matmul(&v)?);
+            outs.push(matmul(&p, &v)?);
             start += n;
         }
         let o = if outs.len() == 1 {
@@ -109,7 +111,7 @@ impl SelfAttention {
             Tensor::cat(&outs, 2)?
         };
         let o = o.transpose(1, 2)?.reshape((b, l, self.dim))?;
-        self.out_proj.forward(&o)
+        linear(&self.out_proj, &o)
     }
 }
 
@@ -135,7 +137,7 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let diff = self.attn.differentiable;
         let x = norm(&self.norm1, &(x + self.attn.forward(x, mask)?)?, diff)?;
-        let ff = self.linear2.forward(&self.linear1.forward(&x)?.relu()?)?;
+        let ff = linear(&self.linear2, &linear_act(&self.linear1, &x, Act::Relu)?)?;
         norm(&self.norm2, &(x + ff)?, diff)
     }
 }

@@ -7,6 +7,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use super::config::ModelConfig;
 use super::embedding::AutoDiscretizationEmbedding;
 use super::encoder::{layer_norm, norm, TransformerEncoder};
+use super::matmul::linear;
 use super::performer::PerformerDecoder;
 
 /// Encoder input for a batch: gathered (strictly positive) values and their position ids,
@@ -120,14 +121,14 @@ impl MaeAutobin {
         let x = table.index_select(scatter, 0)?.reshape((b, n, d))?;
         let positions = Tensor::arange(0u32, n as u32, encoded.device())?;
         let x = x.broadcast_add(&self.pos_emb.forward(&positions)?)?;
-        let x = self.decoder_embed.forward(&x)?;
+        let x = linear(&self.decoder_embed, &x)?;
         let x = self.decoder.forward(&x)?;
         norm(&self.norm, &x, self.differentiable)
     }
 
     /// Expression head on decoder hidden states: [B, N, D] → [B, N].
     pub fn expression(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.to_final.forward(hidden)?.squeeze(2)
+        linear(&self.to_final, hidden)?.squeeze(2)
     }
 }
 

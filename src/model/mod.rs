@@ -7,7 +7,9 @@ pub mod config;
 pub mod embedding;
 pub mod encoder;
 pub mod heads;
+pub mod kernels;
 pub mod mae;
+pub mod matmul;
 pub mod performer;
 
 pub use checkpoint::{load_entry, CheckpointEntry};

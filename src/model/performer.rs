@@ -1,11 +1,12 @@
 //! The decoder: a pre-LN Performer with FAVOR+ softmax-kernel attention using the checkpoint's stored
 //! random-feature projection, exactly the reference's stabilisers, and an exact-erf GELU FFN.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
 use super::encoder::{layer_norm, norm};
+use super::matmul::{broadcast_matmul, linear, linear_act, matmul, Act};
 
 const KERNEL_EPS: f64 = 1e-4;
 
@@ -52,8 +53,22 @@ impl FastSelfAttention {
         let c = (self.dim_head as f64).powf(-0.25);
         let m = self.projection.dim(0)?;
         let ratio = (m as f64).powf(-0.5);
-        let dash = (x * c)?.broadcast_matmul(&self.projection.to_dtype(x.dtype())?.t()?)?;
+        let dash = broadcast_matmul(&(x * c)?, &self.projection.to_dtype(x.dtype())?.t()?)?;
         let diag = (x.sqr()?.sum_keepdim(D::Minus1)? * (c * c / 2.0))?;
+        if super::kernels::fusable(&dash) && super::kernels::fusable(&diag) {
+            let keys_stab = if is_query {
+                None // each row's maximum, taken inside the kernel
+            } else {
+                Some(dash.flatten_from(1)?.max_keepdim(1)?)
+            };
+            return super::kernels::favor_features(
+                &dash,
+                &diag,
+                keys_stab.as_ref(),
+                KERNEL_EPS,
+                ratio,
+            );
+        }
         let stab = if is_query {
             dash.max_keepdim(D::Minus1)?
         } else {
@@ -71,21 +86,27 @@ impl FastSelfAttention {
         let k = self.feature_map(k, false)?;
         let k_sum = k.sum_keepdim(2)?; // [b,h,1,m]
         let denom = q.broadcast_mul(&k_sum)?.sum_keepdim(D::Minus1)?; // [b,h,n,1]
-        let context = k.t()?.matmul(v)?; // [b,h,m,e]
-        q.matmul(&context)?.broadcast_div(&denom)
+        let context = matmul(&k.t()?, v)?; // [b,h,m,e]
+        matmul(&q, &context)?.broadcast_div(&denom)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let h = norm(&self.norm, x, self.differentiable)?;
         let heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, self.dim_head))?
-                .transpose(1, 2)?
-                .contiguous()
+            let t = t
+                .reshape((b, n, self.heads, self.dim_head))?
+                .transpose(1, 2)?;
+            // OpenBLAS products and the CPU kernels read the strided per-head views in place.
+            if super::kernels::fusable(&t) && super::matmul::use_blas(&t, &t) {
+                Ok(t)
+            } else {
+                t.contiguous()
+            }
         };
-        let q = heads(self.to_q.forward(&h)?)?;
-        let k = heads(self.to_k.forward(&h)?)?;
-        let v = heads(self.to_v.forward(&h)?)?;
+        let q = heads(linear(&self.to_q, &h)?)?;
+        let k = heads(linear(&self.to_k, &h)?)?;
+        let v = heads(linear(&self.to_v, &h)?)?;
         let out = match q.dtype() {
             // Mixed precision: the kernel's exponentials and its sums over all 19,266 positions in
             // f32 (bf16 would lose the small features and the sums' precision).
@@ -99,7 +120,7 @@ impl FastSelfAttention {
         let out = out
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.dim_head))?;
-        self.to_out.forward(&out)
+        linear(&self.to_out, &out)
     }
 }
 
@@ -123,7 +144,7 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = norm(&self.norm, x, self.differentiable)?;
-        self.w2.forward(&self.w1.forward(&h)?.gelu_erf()?)
+        linear(&self.w2, &linear_act(&self.w1, &h, Act::GeluErf)?)
     }
 }
 

@@ -107,8 +107,10 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Resets the peak-RSS counter (Linux: writing 5 to clear_refs), so each path reports its own peak.
+/// Resets the peak-RSS counter (Linux: writing 5 to clear_refs), so each path reports its own peak;
+/// first the heap's free memory goes back to the kernel (the tuned allocator keeps it otherwise).
 fn reset_peak_rss() {
+    crate::cpu::release_free_memory();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -123,11 +125,13 @@ fn device_used_mib(device: &Device) -> Option<f64> {
     None
 }
 
-/// Best sustained n×n×n GEMM rate (TFLOP/s) in `dtype`, over about `seconds`.
+/// Best sustained n×n×n GEMM rate (TFLOP/s) in `dtype`, over about `seconds`, with the GEMM the model
+/// uses (see `crate::cpu::gemm`).
 pub fn gemm_ceiling(device: &Device, dtype: DType, n: usize, seconds: f64) -> Result<f64> {
     let a = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
     let b = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
-    let _ = a.matmul(&b)?;
+    let mm = crate::model::matmul::matmul;
+    let _ = mm(&a, &b)?;
     device.synchronize()?;
     let flop = 2.0 * f(n).powi(3);
     let (mut best, t_all) = (0f64, Instant::now());
@@ -135,7 +139,7 @@ pub fn gemm_ceiling(device: &Device, dtype: DType, n: usize, seconds: f64) -> Re
         let t = Instant::now();
         let reps = 4;
         for _ in 0..reps {
-            let c = a.matmul(&b)?;
+            let c = mm(&a, &b)?;
             drop(c);
         }
         device.synchronize()?;
@@ -326,6 +330,9 @@ pub fn bench(opts: &BenchOptions, device: &Device) -> Result<Value> {
         "nnz": opts.nnz,
         "batch_size": opts.batch_size,
         "threads": candle_core::utils::get_num_threads(),
+        "gemm": if device.is_cpu() { crate::cpu::gemm().name() } else { "device" },
+        "allocator": crate::cpu::allocator(),
+        "fused_kernels": crate::model::kernels::enabled(),
         "gemm_ceiling_tflops": ceilings,
         "gemm_ceiling_size": gemm_n,
         "paths": results,
