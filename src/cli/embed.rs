@@ -71,6 +71,17 @@ pub struct EmbedArgs {
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32 (matches the reference), or bf16: weights and activations in bfloat16 with LayerNorm,
+    /// softmax and the decoder's attention core in f32, for GPUs (on the CPU correct but slow).
+    /// bf16 results differ from f32 slightly (README "Benchmarks"); recorded in the provenance.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: CliPrecision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliPrecision {
+    F32,
+    Bf16,
 }
 
 /// The library's enums carry no CLI concerns; these mirror them for clap (names, help) and map onto them.
@@ -155,6 +166,10 @@ pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
             tgthighres: a.tgthighres,
         },
         key,
+        precision: match a.precision {
+            CliPrecision::F32 => candle_core::DType::F32,
+            CliPrecision::Bf16 => candle_core::DType::BF16,
+        },
         batch_size: a.batch_size,
         min_mapped: a.min_mapped,
         matrix: MatrixChoice {

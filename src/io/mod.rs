@@ -72,7 +72,7 @@ impl SparseRow {
 
 /// A cells x columns matrix read in order as sparse rows: the one interface every step reads cells
 /// through, whatever the file format.
-pub trait RowSource {
+pub trait RowSource: Send {
     /// Cell ids in row order.
     fn cell_ids(&self) -> &[String];
     /// Number of cells (without materialising ids where the format has none).

@@ -397,6 +397,11 @@ impl CheckpointEntry {
 
     /// Checks every tensor the model needs against the config before building.
     pub fn var_builder(&self, device: &Device) -> candle_nn::VarBuilder<'static> {
-        candle_nn::VarBuilder::from_tensors(self.tensors.clone(), DType::F32, device)
+        self.var_builder_as(device, DType::F32)
+    }
+
+    /// The weights cast to `dtype` (bf16 for mixed-precision inference).
+    pub fn var_builder_as(&self, device: &Device, dtype: DType) -> candle_nn::VarBuilder<'static> {
+        candle_nn::VarBuilder::from_tensors(self.tensors.clone(), dtype, device)
     }
 }

@@ -36,16 +36,44 @@ impl AutoDiscretizationEmbedding {
         })
     }
 
-    /// `values`: [B, N] f32 → [B, N, D].
+    /// `values`: [B, N] → [B, N, D] in the weights' dtype, or f32 with half-precision weights (mixed
+    /// precision: the activation stream is f32, and bf16 would round expression values and the T/S
+    /// totals to 8 bits before the bin weights are taken).
     pub fn forward(&self, values: &Tensor) -> Result<Tensor> {
+        let dt = self.emb.dtype();
+        if matches!(dt, DType::BF16 | DType::F16) {
+            let f = |t: &Tensor| t.to_dtype(DType::F32);
+            let lin = |l: &Linear| -> Result<Linear> {
+                Ok(Linear::new(f(l.weight())?, l.bias().map(f).transpose()?))
+            };
+            let e = self.embed(
+                &f(values)?,
+                (&lin(&self.mlp)?, &lin(&self.mlp2)?),
+                (&f(&self.emb)?, &f(&self.emb_mask)?, &f(&self.emb_pad)?),
+            )?;
+            return Ok(e); // f32: the activation stream of mixed precision
+        }
+        self.embed(
+            &values.to_dtype(dt)?,
+            (&self.mlp, &self.mlp2),
+            (&self.emb, &self.emb_mask, &self.emb_pad),
+        )
+    }
+
+    fn embed(
+        &self,
+        values: &Tensor,
+        (mlp, mlp2): (&Linear, &Linear),
+        (emb, emb_mask, emb_pad): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
         let v = values.unsqueeze(D::Minus1)?;
-        let h = candle_nn::ops::leaky_relu(&linear(&self.mlp, &v)?, 0.1)?;
-        let z = ((&h * self.bin_alpha)? + linear(&self.mlp2, &h)?)?;
+        let h = candle_nn::ops::leaky_relu(&linear(mlp, &v)?, 0.1)?;
+        let z = ((&h * self.bin_alpha)? + linear(mlp2, &h)?)?;
         let w = super::encoder::softmax(&z, self.differentiable)?;
-        let e = super::matmul::broadcast_matmul(&w, &self.emb)?;
+        let e = super::matmul::broadcast_matmul(&w, emb)?;
         // The reference overwrites positions holding the literal mask/pad token values.
-        let e = replace_where(&e, values, self.mask_value, &self.emb_mask)?;
-        replace_where(&e, values, self.pad_value, &self.emb_pad)
+        let e = replace_where(&e, values, self.mask_value, emb_mask)?;
+        replace_where(&e, values, self.pad_value, emb_pad)
     }
 }
 

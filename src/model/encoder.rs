@@ -18,6 +18,15 @@ pub(crate) fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
 /// kernel used for inference has no backward pass).
 /// In mixed-precision training (half-precision activations) the statistics are taken in f32.
 pub(crate) fn norm(ln: &LayerNorm, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+    if ln.weight().dtype() != x.dtype() {
+        // Half-precision weights on the f32 stream (mixed precision): the affine part in f32.
+        let f = |t: &Tensor| t.to_dtype(x.dtype());
+        let bias = ln
+            .bias()
+            .ok_or_else(|| candle_core::Error::Msg("LayerNorm without bias".into()))?;
+        let cast = LayerNorm::new(f(ln.weight())?, f(bias)?, LN_EPS);
+        return norm(&cast, x, differentiable);
+    }
     match (differentiable, ln.bias()) {
         (true, Some(b)) => in_f32(x, |x| {
             let f = |t: &Tensor| t.to_dtype(x.dtype());
@@ -74,6 +83,9 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let hd = self.dim / self.heads;
+        // Mixed precision: products in the weights' dtype, softmax in f32, result back on the stream.
+        let stream = x.dtype();
+        let x = &x.to_dtype(self.in_proj_weight.dtype())?;
         let qkv =
             broadcast_matmul(x, &self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?;
         let split = |i: usize| -> Result<Tensor> {
@@ -99,9 +111,14 @@ impl SelfAttention {
             };
             let mut scores = matmul(&qb, &kt)?;
             if let Some(m) = mask {
-                scores = scores.broadcast_add(m)?;
+                scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
-            let p = softmax(&scores, self.differentiable)?;
+            let p = match scores.dtype() {
+                DType::BF16 | DType::F16 if !self.differentiable => {
+                    softmax(&scores.to_dtype(DType::F32)?, false)?.to_dtype(scores.dtype())?
+                }
+                _ => softmax(&scores, self.differentiable)?,
+            };
             outs.push(matmul(&p, &v)?);
             start += n;
         }
@@ -111,7 +128,7 @@ impl SelfAttention {
             Tensor::cat(&outs, 2)?
         };
         let o = o.transpose(1, 2)?.reshape((b, l, self.dim))?;
-        linear(&self.out_proj, &o)
+        linear(&self.out_proj, &o)?.to_dtype(stream)
     }
 }
 

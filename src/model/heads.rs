@@ -42,8 +42,8 @@ impl MaeAutobin {
     ) -> Result<Vec<Vec<f32>>> {
         let refs: Vec<(&[f32], &[u32])> = cells.iter().map(|c| (c.values, c.positions)).collect();
         let mut batch = encoder_batch(&refs, self.config(), device)?;
-        // A half-precision model takes its inputs in its own dtype (no-op in f32).
-        batch.values = batch.values.to_dtype(self.dtype())?;
+        // Values stay f32 (the value embedding works in f32, see AutoDiscretizationEmbedding);
+        // the additive mask takes the model's dtype.
         batch.key_mask = batch
             .key_mask
             .map(|m| m.to_dtype(self.dtype()))
@@ -64,7 +64,6 @@ impl MaeAutobin {
         let refs: Vec<(&[f32], &[u32])> = cells.iter().map(|c| (c.values, c.positions)).collect();
         let mut batch = encoder_batch(&refs, self.config(), device)?;
         let dtype = self.dtype();
-        batch.values = batch.values.to_dtype(dtype)?;
         batch.key_mask = batch.key_mask.map(|m| m.to_dtype(dtype)).transpose()?;
         let encoded = self.encode(&batch)?;
         let lens: Vec<usize> = cells.iter().map(|c| c.values.len()).collect();
@@ -134,7 +133,6 @@ impl MaeAutobin {
         let refs: Vec<(&[f32], &[u32])> = cells.iter().map(|c| (c.values, c.positions)).collect();
         let mut batch = encoder_batch(&refs, self.config(), device)?;
         let dtype = self.dtype();
-        batch.values = batch.values.to_dtype(dtype)?;
         batch.key_mask = batch.key_mask.map(|m| m.to_dtype(dtype)).transpose()?;
         let encoded = self.encode(&batch)?;
         let b = cells.len();
@@ -154,7 +152,7 @@ impl MaeAutobin {
             }
             scatter.extend(row);
         }
-        let full = Tensor::from_vec(full, (b, seq_len), device)?.to_dtype(dtype)?;
+        let full = Tensor::from_vec(full, (b, seq_len), device)?;
         let scatter = Tensor::from_vec(scatter, b * seq_len, device)?;
         log::debug!("decoder batch: {b} cells, {l} encoder tokens");
         Ok(self.decode_hidden(&encoded, &full, &scatter)?)
@@ -201,7 +199,7 @@ impl MaeAutobin {
         let extra = if r == 0 {
             Tensor::zeros((0, self.config().encoder.hidden_dim), self.dtype(), device)?
         } else {
-            let vals = Tensor::from_vec(distinct, (1, r), device)?.to_dtype(self.dtype())?;
+            let vals = Tensor::from_vec(distinct, (1, r), device)?;
             self.token_embedding(&vals)?.squeeze(0)?
         };
         let scatter = Tensor::from_vec(scatter, b * seq_len, device)?;

@@ -80,7 +80,11 @@ impl MaeAutobin {
 
     /// Encoder input: value embedding plus gene position embedding.
     pub fn encoder_input(&self, batch: &EncoderBatch) -> Result<Tensor> {
-        self.token_emb.forward(&batch.values)? + self.pos_emb.forward(&batch.positions)?
+        let e = self.token_emb.forward(&batch.values)?;
+        &e + self
+            .pos_emb
+            .forward(&batch.positions)?
+            .to_dtype(e.dtype())?
     }
 
     /// Encoder output after its final LayerNorm, [B, L, D_enc].
@@ -120,7 +124,7 @@ impl MaeAutobin {
         let table = Tensor::cat(&[&encoded.flatten_to(1)?, extra], 0)?;
         let x = table.index_select(scatter, 0)?.reshape((b, n, d))?;
         let positions = Tensor::arange(0u32, n as u32, encoded.device())?;
-        let x = x.broadcast_add(&self.pos_emb.forward(&positions)?)?;
+        let x = x.broadcast_add(&self.pos_emb.forward(&positions)?.to_dtype(x.dtype())?)?;
         let x = linear(&self.decoder_embed, &x)?;
         let x = self.decoder.forward(&x)?;
         norm(&self.norm, &x, self.differentiable)

@@ -59,6 +59,10 @@ impl Act {
 /// `act(x @ w^T + bias)`. At inference on the CPU the activation is applied inside the product's
 /// output pass (the same arithmetic as candle's op, so the same bits) instead of a pass of its own.
 pub fn linear_act(l: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
+    if let Some(half) = autocast(l, x) {
+        // The activation on the f32 result, as the rest of the f32 stream.
+        return act.apply(&linear(l, &x.to_dtype(half)?)?.to_dtype(x.dtype())?);
+    }
     #[cfg(feature = "openblas")]
     if use_blas(x, l.weight()) && x.is_contiguous() && !x.track_op() && !l.weight().track_op() {
         if let Some(b) = l.bias() {
@@ -79,8 +83,22 @@ fn rows_k_out(x: &Tensor, l: &Linear) -> Result<(usize, usize, Vec<usize>)> {
     Ok((x.elem_count() / k.max(1), k, out))
 }
 
+/// Mixed precision ("autocast"): half-precision weights applied to an f32 activation stream. The
+/// product runs in the weights' dtype and its result comes back in f32, so residual sums,
+/// LayerNorm, softmax and pooling all stay f32 (bf16 throughout put the cell embeddings' cosine to
+/// f32 at about 0.99 on random models; see README "Benchmarks").
+fn autocast(l: &Linear, x: &Tensor) -> Option<candle_core::DType> {
+    let w = l.weight().dtype();
+    (matches!(w, candle_core::DType::BF16 | candle_core::DType::F16)
+        && x.dtype() == candle_core::DType::F32)
+        .then_some(w)
+}
+
 /// `x @ w^T + bias`, as `candle_nn::Linear::forward`.
 pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    if let Some(half) = autocast(l, x) {
+        return linear(l, &x.to_dtype(half)?)?.to_dtype(x.dtype());
+    }
     if !use_blas(x, l.weight()) || !x.is_contiguous() {
         return l.forward(x);
     }

@@ -45,6 +45,8 @@ pub struct EmbedOptions {
     pub gene_embedding: GeneEmbedding,
     pub preprocess: PreprocessOptions,
     pub key: String,
+    /// Element type of weights and activations (f32, or bf16 for mixed precision).
+    pub precision: candle_core::DType,
     pub batch_size: usize,
     pub min_mapped: f64,
     pub matrix: MatrixChoice,
@@ -91,7 +93,7 @@ pub fn embed(
     } else {
         DatasetStats::default()
     };
-    let model = load_model(model_ref, &opts.key, device)?;
+    let model = load_model(model_ref, &opts.key, device, opts.precision)?;
 
     let n = stream.n_cells();
     let (shape, h5ad_key, reduce) = output_layout(opts, &model, n);
@@ -123,22 +125,34 @@ pub fn embed(
         device_name(device),
         opts.batch_size
     );
-    loop {
-        let cells = stream.next_cells(opts.batch_size.saturating_mul(CHUNK_BATCHES))?;
-        if cells.is_empty() {
-            break;
+    // Reading and preprocessing the next chunk (HDF5 decoding, normalisation) runs on its own thread
+    // while the model works on the current one; chunks arrive in file order.
+    let chunk_cells = opts.batch_size.saturating_mul(CHUNK_BATCHES);
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<CellTokens>>>(1);
+        let stats = &stats;
+        let file = &file;
+        scope.spawn(move || loop {
+            let chunk = read_chunk(&mut stream, chunk_cells, opts, stats, file);
+            let done = !matches!(chunk, Ok(Some(_)));
+            let sent = match chunk {
+                Ok(None) => true,
+                Ok(Some(tokens)) => tx.send(Ok(tokens)).is_ok(),
+                Err(e) => tx.send(Err(e)).is_ok(),
+            };
+            // Stop at the end, on an error, or when the consumer has gone (it failed).
+            if done || !sent {
+                break;
+            }
+        });
+        for chunk in rx {
+            let tokens = chunk?;
+            let results = run_chunk(&model, &tokens, opts, device, &mut progress)
+                .with_context(|| format!("running the model on {file}"))?;
+            sink.push(&results)?;
         }
-        let tokens = cells
-            .iter()
-            .map(|(i, c)| {
-                let what = format!("{file}: cell '{}' (row {})", stream.cell_id(*i), i + 1);
-                preprocess::preprocess(c, &opts.preprocess, &stats, &what)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let results = run_chunk(&model, &tokens, opts, device, &mut progress)
-            .with_context(|| format!("running the model on {file}"))?;
-        sink.push(&results)?;
-    }
+        Ok(())
+    })?;
     progress.finish();
     sink.finish(prov.entries())?;
     Ok(EmbedSummary {
@@ -148,14 +162,20 @@ pub fn embed(
     })
 }
 
-pub(crate) fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Result<MaeAutobin> {
+pub(crate) fn load_model(
+    model_ref: &ModelRef,
+    key: &str,
+    device: &Device,
+    dtype: candle_core::DType,
+) -> Result<MaeAutobin> {
     let entry = load_entry(&model_ref.path, key)?;
-    let model = MaeAutobin::load(entry.var_builder(device), &entry.config).map_err(|e| {
-        anyhow!(
-            "{}: entry '{key}' does not fit its own config: {e}",
-            model_ref.path.display()
-        )
-    })?;
+    let model =
+        MaeAutobin::load(entry.var_builder_as(device, dtype), &entry.config).map_err(|e| {
+            anyhow!(
+                "{}: entry '{key}' does not fit its own config: {e}",
+                model_ref.path.display()
+            )
+        })?;
     if entry.config.n_genes() != N_GENES {
         bail!(
             "{}: model expects {} genes, this engine's gene list has {N_GENES}",
@@ -170,6 +190,28 @@ pub(crate) fn load_model(model_ref: &ModelRef, key: &str, device: &Device) -> Re
         device_name(device)
     );
     Ok(model)
+}
+
+/// The next chunk of cells, read and preprocessed; `None` at the end of the file.
+fn read_chunk(
+    stream: &mut CellStream,
+    n: usize,
+    opts: &EmbedOptions,
+    stats: &DatasetStats,
+    file: &str,
+) -> Result<Option<Vec<CellTokens>>> {
+    let cells = stream.next_cells(n)?;
+    if cells.is_empty() {
+        return Ok(None);
+    }
+    let tokens = cells
+        .iter()
+        .map(|(i, c)| {
+            let what = format!("{file}: cell '{}' (row {})", stream.cell_id(*i), i + 1);
+            preprocess::preprocess(c, &opts.preprocess, stats, &what)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(tokens))
 }
 
 /// Output shape, h5ad location and whether rows are averaged, per mode.
@@ -286,6 +328,7 @@ fn provenance(
 ) -> Provenance {
     let mut prov = Provenance::new("embed").with_model(model_ref, &opts.key);
     prov.set("mode", format!("{:?}", opts.mode).to_lowercase());
+    prov.set("precision", format!("{:?}", opts.precision).to_lowercase());
     if opts.mode == Mode::Cell {
         prov.set("pool", format!("{:?}", opts.pool).to_lowercase());
     }

@@ -486,7 +486,7 @@ pub fn gene_modules(
     log::info!("{n_genes} genes, {n_used} cells");
 
     // Pass 2: mean gene context embeddings over the chosen cells.
-    let model = load_model(model_ref, &opts.key, device)?;
+    let model = load_model(model_ref, &opts.key, device, candle_core::DType::F32)?;
     let width = model.config().decoder.hidden_dim;
     let mut sums = vec![0f64; n_genes * width];
     let mut progress = Progress::new(n_used as u64, "cells", &file);

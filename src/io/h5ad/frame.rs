@@ -573,8 +573,8 @@ pub fn read_compound(ds: &Dataset) -> Result<Vec<(String, Block)>> {
     ];
     // SAFETY: the memory type has exactly `size` bytes per record and `buf` holds `n` records; the
     // fields are plain numbers or fixed-length strings (checked below before any is interpreted),
-    // so there is no HDF5-owned memory to reclaim.
-    let rc = unsafe {
+    // so there is no HDF5-owned memory to reclaim. Under the hdf5 crate's library lock.
+    let rc = hdf5::sync::sync(|| unsafe {
         hdf5_sys::h5d::H5Dread(
             ds.id(),
             dt.id(),
@@ -583,7 +583,7 @@ pub fn read_compound(ds: &Dataset) -> Result<Vec<(String, Block)>> {
             hdf5_sys::h5p::H5P_DEFAULT,
             buf.as_mut_ptr().cast(),
         )
-    };
+    });
     if rc < 0 {
         bail!("{}: cannot read compound dataset", ds.name());
     }

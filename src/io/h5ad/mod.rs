@@ -108,8 +108,9 @@ pub(crate) fn copy_object(
 ) -> Result<()> {
     let c_src = std::ffi::CString::new(src_name)?;
     let c_dst = std::ffi::CString::new(dst_name)?;
-    // SAFETY: both ids are valid open HDF5 locations for the duration of the call; default property lists.
-    let rc = unsafe {
+    // SAFETY: both ids are valid open HDF5 locations for the duration of the call; default property
+    // lists. Under the hdf5 crate's library lock, as its own calls (embed reads on another thread).
+    let rc = hdf5::sync::sync(|| unsafe {
         hdf5_sys::h5o::H5Ocopy(
             src.id(),
             c_src.as_ptr(),
@@ -118,7 +119,7 @@ pub(crate) fn copy_object(
             hdf5_sys::h5p::H5P_DEFAULT,
             hdf5_sys::h5p::H5P_DEFAULT,
         )
-    };
+    });
     if rc < 0 {
         bail!("cannot copy '{src_name}'");
     }
