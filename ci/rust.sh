@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 . ci/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
+# The build without OpenBLAS (candle's own CPU products) stays warning-free too.
+cargo clippy --release --locked --no-default-features --all-targets -- -D warnings
 cargo test --release --locked

@@ -88,6 +88,12 @@ impl SelfAttention {
         let x = &x.to_dtype(self.in_proj_weight.dtype())?;
         let qkv =
             broadcast_matmul(x, &self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?;
+        #[cfg(feature = "openblas")]
+        if super::kernels::fusable(&qkv) && super::matmul::use_blas(&qkv, &qkv) {
+            let scale = (hd as f64).powf(-0.5) as f32;
+            let o = super::matmul::fused_attention(&qkv, self.heads, scale, mask)?;
+            return linear(&self.out_proj, &o)?.to_dtype(stream);
+        }
         let split = |i: usize| -> Result<Tensor> {
             qkv.narrow(D::Minus1, i * self.dim, self.dim)?
                 .reshape((b, l, self.heads, hd))?

@@ -187,23 +187,27 @@ impl CustomOp1 for Softmax {
             out.spare_capacity_mut()[..src.len()]
                 .par_chunks_mut(n)
                 .zip(src.par_chunks(n))
-                .for_each(|(o, x)| {
-                    let mut max = f32::NEG_INFINITY;
-                    // SAFETY: x holds n values.
-                    unsafe { f32::vec_reduce_max(x.as_ptr(), &mut max, n) };
-                    let o = init_row(o, x.iter().map(|&v| v - max));
-                    exp_in_place(o);
-                    let mut sum = 0f32;
-                    // SAFETY: o holds n values.
-                    unsafe { f32::vec_reduce_sum(o.as_ptr(), &mut sum, n) };
-                    for v in o.iter_mut() {
-                        *v /= sum;
-                    }
-                });
+                .for_each(|(o, x)| softmax_in_place(init_row(o, x.iter().copied())));
         }
         // SAFETY: every row was written by init_row.
         unsafe { out.set_len(src.len()) };
         Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Softmax of one row in place (as candle's `softmax_last_dim`: max, exponentials, sum, division).
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let n = row.len();
+    let mut max = f32::NEG_INFINITY;
+    // SAFETY: row holds n values.
+    unsafe { f32::vec_reduce_max(row.as_ptr(), &mut max, n) };
+    row.iter_mut().for_each(|v| *v -= max);
+    exp_in_place(row);
+    let mut sum = 0f32;
+    // SAFETY: row holds n values.
+    unsafe { f32::vec_reduce_sum(row.as_ptr(), &mut sum, n) };
+    for v in row.iter_mut() {
+        *v /= sum;
     }
 }
 

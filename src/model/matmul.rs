@@ -110,6 +110,41 @@ pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
     broadcast_matmul(x, &l.weight().t()?)
 }
 
+/// Self-attention of all heads from the packed `qkv` [B, L, 3D] (queries, keys, values side by side,
+/// as `in_proj` makes them) without materialising the B x H x L x L scores: per head and block of
+/// query rows, the scores go to a small buffer (one sgemm, the 1/sqrt(e) scale as its alpha), get
+/// the additive `mask` [B, L] and a softmax in place, and one more sgemm writes the block's output
+/// straight into [B, L, D] (heads side by side, as `out_proj` takes them). CPU, f32, inference.
+#[cfg(feature = "openblas")]
+pub fn fused_attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, l, d3) = qkv.dims3()?;
+    let mask = match mask {
+        Some(m) => Some(
+            m.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        ),
+        None => None,
+    };
+    if mask.as_ref().is_some_and(|m| m.len() != b * l) || d3 % (3 * heads) != 0 {
+        candle_core::bail!(
+            "fused attention: qkv {:?}, {heads} heads, mask of the wrong size",
+            qkv.dims()
+        );
+    }
+    qkv.contiguous()?.apply_op1_no_bwd(&blas::Attention {
+        heads,
+        scale,
+        mask,
+        shape: (b, l, d3 / 3),
+    })
+}
+
 #[cfg(feature = "openblas")]
 mod blas {
     use std::os::raw::c_int;
@@ -394,6 +429,105 @@ mod blas {
         }
     }
 
+    /// See [`super::fused_attention`].
+    pub(super) struct Attention {
+        pub heads: usize,
+        pub scale: f32,
+        pub mask: Option<Vec<f32>>,
+        pub shape: (usize, usize, usize),
+    }
+
+    /// Query rows per task: the scores buffer holds QUERY_BLOCK x L floats.
+    const QUERY_BLOCK: usize = 128;
+
+    impl candle_core::CustomOp1 for Attention {
+        fn name(&self) -> &'static str {
+            "fused-attention"
+        }
+
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (b, n, d) = self.shape;
+            let qkv = match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((o1, o2))) if o2 - o1 == b * n * 3 * d => &v[o1..o2],
+                _ => candle_core::bail!("fused attention: contiguous f32 qkv expected"),
+            };
+            let (h, e) = (self.heads, d / self.heads);
+            if [n, d, 3 * d].iter().any(|&x| x > c_int::MAX as usize) {
+                candle_core::bail!("fused attention: a dimension exceeds the BLAS integer range");
+            }
+            let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
+            let tasks: Vec<(usize, usize, usize)> = (0..b)
+                .flat_map(|bi| {
+                    (0..h).flat_map(move |hi| (0..n).step_by(QUERY_BLOCK).map(move |r| (bi, hi, r)))
+                })
+                .collect();
+            let (q_ptr, o_ptr) = (
+                qkv.as_ptr() as usize,
+                out.spare_capacity_mut().as_mut_ptr() as usize,
+            );
+            tasks.par_iter().for_each(|&(bi, hi, r0)| {
+                let rows = QUERY_BLOCK.min(n - r0);
+                let mut scores = vec![0f32; rows * n];
+                let base = bi * n * 3 * d;
+                let (q, k, v) = (
+                    base + r0 * 3 * d + hi * e,
+                    base + d + hi * e,
+                    base + 2 * d + hi * e,
+                );
+                // SAFETY: offsets address this batch item's rows inside `qkv` (length checked
+                // above); `scores` holds rows x n; each task writes its own rows x e block of `out`,
+                // which has room for b * n * d values.
+                unsafe {
+                    let p = q_ptr as *const f32;
+                    cblas_sgemm(
+                        ROW_MAJOR,
+                        NO_TRANS,
+                        TRANS,
+                        rows as c_int,
+                        n as c_int,
+                        e as c_int,
+                        self.scale,
+                        p.add(q),
+                        (3 * d) as c_int,
+                        p.add(k),
+                        (3 * d) as c_int,
+                        0.0,
+                        scores.as_mut_ptr(),
+                        n as c_int,
+                    );
+                    for row in scores.chunks_mut(n) {
+                        if let Some(m) = &self.mask {
+                            row.iter_mut()
+                                .zip(&m[bi * n..(bi + 1) * n])
+                                .for_each(|(s, m)| *s += m);
+                        }
+                        crate::model::kernels::softmax_in_place(row);
+                    }
+                    cblas_sgemm(
+                        ROW_MAJOR,
+                        NO_TRANS,
+                        NO_TRANS,
+                        rows as c_int,
+                        e as c_int,
+                        n as c_int,
+                        1.0,
+                        scores.as_ptr(),
+                        n as c_int,
+                        p.add(v),
+                        (3 * d) as c_int,
+                        0.0,
+                        (o_ptr as *mut f32).add(bi * n * d + r0 * d + hi * e),
+                        d as c_int,
+                    );
+                }
+            });
+            // SAFETY: the tasks cover every (batch item, head, row) block, so all b * n * d values
+            // were written (with n = 0 there are none).
+            unsafe { out.set_len(b * n * d) };
+            Ok((CpuStorage::F32(out), Shape::from((b, n, d))))
+        }
+    }
+
     fn fix(t: &Tensor) -> Result<Tensor> {
         if operand(t.layout()).is_some() {
             Ok(t.clone())
@@ -531,5 +665,42 @@ mod tests {
         for v in [&a, &wt, &bias] {
             assert!(max_diff(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-5);
         }
+    }
+
+    #[cfg(feature = "openblas")]
+    #[test]
+    fn fused_attention_matches_the_composite_ops() {
+        let dev = Device::Cpu;
+        let (b, l, heads, d) = (2, 300, 4, 32);
+        let e = d / heads;
+        let qkv = Tensor::randn(0f32, 1.0, (b, l, 3 * d), &dev).unwrap();
+        let mut m = vec![0f32; b * l];
+        m[l + 250..].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        let mask = Tensor::from_vec(m, (b, 1, 1, l), &dev).unwrap();
+        let scale = (e as f32).powf(-0.5);
+        let got = fused_attention(&qkv, heads, scale, Some(&mask)).unwrap();
+        let part = |i: usize| {
+            qkv.narrow(2, i * d, d)
+                .unwrap()
+                .reshape((b, l, heads, e))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let scores = ((q * scale as f64).unwrap().matmul(&k.t().unwrap()).unwrap())
+            .broadcast_add(&mask)
+            .unwrap();
+        let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        let want = p
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, l, d))
+            .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "{}", max_diff(&got, &want));
     }
 }
