@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
 use scfoundation::cluster::knn::{knn_cosine, umap_connectivities};
@@ -15,31 +14,6 @@ use scfoundation::cluster::leiden::{
     adjusted_rand_index, leiden, planted_partition, Graph, LeidenOptions,
 };
 use scfoundation::train::rng::Rng;
-
-fn python() -> PathBuf {
-    std::env::var_os("SCF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv-ci/bin/python"))
-}
-
-fn py(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} (run ci/setup.sh or set SCF_PYTHON): {e}",
-                python().display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "python {args:?} failed (SCF_PYTHON needs anndata, scanpy, igraph, leidenalg; see ci/setup.sh):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// leidenalg's partition and quality of the same graph.
 fn leidenalg(dir: &Path, n: usize, edges: &[(usize, usize, f64)], res: f64) -> (Vec<usize>, f64) {

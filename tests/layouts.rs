@@ -5,35 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use common::*;
-
-fn python() -> PathBuf {
-    std::env::var_os("SCF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv-ci/bin/python"))
-}
-
-fn py(args: &[&str]) {
-    let out = Command::new(python())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} (run ci/setup.sh or set SCF_PYTHON): {e}",
-                python().display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Fixtures are made once per test binary.
 fn fixtures() -> &'static Path {

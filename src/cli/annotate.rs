@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::embed::{parse_tgthighres, CliInputType, CliPool, CliPreNormalized};
-use crate::data::{PreprocessOptions, TargetResolution};
-use crate::io::MatrixChoice;
+use super::embed::CliPool;
 use crate::steps::annotate::{self, CellEmbedding, PredictOptions, TrainOptions};
 
 #[derive(Debug, Subcommand)]
@@ -32,30 +30,6 @@ pub struct ModelArgs {
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-}
-
-/// Which matrix of the h5ad to read.
-#[derive(Debug, Args)]
-pub struct MatrixArgs {
-    /// h5ad: read this layer instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// h5ad: read raw/X (and raw/var names) instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// h5ad: var column holding gene symbols (default: var names).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-}
-
-impl MatrixArgs {
-    fn choice(&self) -> MatrixChoice {
-        MatrixChoice {
-            layer: self.layer.clone(),
-            use_raw: self.use_raw,
-            gene_column: self.gene_column.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -122,15 +96,8 @@ pub struct TrainArgs {
     /// Cell pooling: all = [S, T, max, mean] (4 x width), max = max over all tokens (as embed).
     #[arg(long, value_enum, default_value = "all")]
     pub pool: CliPool,
-    /// Target resolution token T (as embed): tX sets T=X, fX T=log10(total*X), aX T=log10(total)+X.
-    #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
-    pub tgthighres: TargetResolution,
-    /// F: raw counts; T: already normalised; A: normalised with the total count as last column.
-    #[arg(long, value_enum, default_value = "F", ignore_case = true)]
-    pub pre_normalized: CliPreNormalized,
-    /// singlecell, or bulk.
-    #[arg(long, value_enum, default_value = "singlecell")]
-    pub input_type: CliInputType,
+    #[command(flatten)]
+    pub preprocess: super::embed::PreprocessArgs,
     /// Checkpoint entry (as embed --mode cell).
     #[arg(long, default_value = "cell")]
     pub key: String,
@@ -141,7 +108,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,
     #[command(flatten)]
-    pub matrix: MatrixArgs,
+    pub matrix: super::MatrixArgs,
 }
 
 #[derive(Debug, Args)]
@@ -179,7 +146,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub min_mapped: Option<f64>,
     #[command(flatten)]
-    pub matrix: MatrixArgs,
+    pub matrix: super::MatrixArgs,
 }
 
 pub fn run(c: AnnotateCommand, global: &super::GlobalArgs) -> Result<()> {
@@ -194,11 +161,7 @@ fn run_train(a: TrainArgs, global: &super::GlobalArgs) -> Result<()> {
         label_key: a.label_key.clone(),
         cell: CellEmbedding {
             pool: a.pool.into(),
-            preprocess: PreprocessOptions {
-                input_type: a.input_type.into(),
-                pre_normalized: a.pre_normalized.into(),
-                tgthighres: a.tgthighres,
-            },
+            preprocess: a.preprocess.options(),
             key: a.key.clone(),
             min_mapped: a.min_mapped,
             matrix: a.matrix.choice(),

@@ -4,7 +4,6 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::data::{InputType, PreNormalized, PreprocessOptions, TargetResolution};
-use crate::io::MatrixChoice;
 use crate::steps::embed::{embed, EmbedOptions, GeneEmbedding, Mode, Pool};
 
 #[derive(Debug, Args)]
@@ -39,15 +38,8 @@ pub struct EmbedArgs {
     /// Gene mode output: full (cells x genes x width) or mean over cells (genes x width, h5ad varm).
     #[arg(long, value_enum, default_value = "full")]
     pub gene_embedding: CliGeneEmbedding,
-    /// Target resolution token T: tX sets T=X, fX sets T=log10(total*X), aX sets T=log10(total)+X.
-    #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
-    pub tgthighres: TargetResolution,
-    /// F: raw counts (normalised here); T: already normalised; A: normalised with the total count as the last column.
-    #[arg(long, value_enum, default_value = "F", ignore_case = true)]
-    pub pre_normalized: CliPreNormalized,
-    /// singlecell, or bulk (raw counts normalised to the file's median total, T = S = log10 sum).
-    #[arg(long, value_enum, default_value = "singlecell")]
-    pub input_type: CliInputType,
+    #[command(flatten)]
+    pub preprocess: super::embed::PreprocessArgs,
     /// Checkpoint entry: cell, rde (read-depth enhancement) or gene. Default: cell for --mode cell,
     /// gene otherwise. The reference's --version ce|rde is --key cell|rde.
     #[arg(long)]
@@ -59,15 +51,8 @@ pub struct EmbedArgs {
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,
-    /// h5ad: read this layer instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// h5ad: read raw/X (and raw/var names) instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// h5ad: var column holding gene symbols (default: var names).
-    #[arg(long)]
-    pub gene_column: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -139,6 +124,30 @@ cli_enum!(CliPreNormalized => PreNormalized {
     A => PreNormalized::A,
 });
 
+/// How cells are normalised and which T token they get (embed, gene-modules, annotate).
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// Target resolution token T: tX sets T=X, fX sets T=log10(total*X), aX sets T=log10(total)+X.
+    #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
+    pub tgthighres: TargetResolution,
+    /// F: raw counts (normalised here); T: already normalised; A: normalised with the total count as the last column.
+    #[arg(long, value_enum, default_value = "F", ignore_case = true)]
+    pub pre_normalized: CliPreNormalized,
+    /// singlecell, or bulk (raw counts normalised to the file's median total, T = S = log10 sum).
+    #[arg(long, value_enum, default_value = "singlecell")]
+    pub input_type: CliInputType,
+}
+
+impl PreprocessArgs {
+    pub fn options(&self) -> PreprocessOptions {
+        PreprocessOptions {
+            input_type: self.input_type.into(),
+            pre_normalized: self.pre_normalized.into(),
+            tgthighres: self.tgthighres,
+        }
+    }
+}
+
 pub fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
@@ -160,11 +169,7 @@ pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
         mode: a.mode.into(),
         pool: a.pool.into(),
         gene_embedding: a.gene_embedding.into(),
-        preprocess: PreprocessOptions {
-            input_type: a.input_type.into(),
-            pre_normalized: a.pre_normalized.into(),
-            tgthighres: a.tgthighres,
-        },
+        preprocess: a.preprocess.options(),
         key,
         precision: match a.precision {
             CliPrecision::F32 => candle_core::DType::F32,
@@ -172,11 +177,7 @@ pub fn run(a: EmbedArgs, global: &super::GlobalArgs) -> Result<()> {
         },
         batch_size: a.batch_size,
         min_mapped: a.min_mapped,
-        matrix: MatrixChoice {
-            layer: a.layer,
-            use_raw: a.use_raw,
-            gene_column: a.gene_column,
-        },
+        matrix: a.matrix.choice(),
     };
     embed(&a.input, &model, &a.output, &opts, &device)?;
     Ok(())

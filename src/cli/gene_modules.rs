@@ -3,9 +3,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::embed::{parse_tgthighres, CliInputType, CliPreNormalized};
-use crate::data::{PreprocessOptions, TargetResolution};
-use crate::io::MatrixChoice;
 use crate::steps::gene_modules::{gene_modules, GeneChoice, GeneModuleOptions, GeneModuleOutputs};
 
 #[derive(Debug, Args)]
@@ -69,15 +66,8 @@ pub struct GeneModulesArgs {
     /// Module scores: expression bins (scanpy's n_bins).
     #[arg(long, default_value_t = 25, value_parser = super::count_in::<2, 19264>)]
     pub n_bins: usize,
-    /// Target resolution token T (as for embed).
-    #[arg(long, default_value = "t4", value_parser = parse_tgthighres)]
-    pub tgthighres: TargetResolution,
-    /// F: raw counts (normalised here); T: already normalised; A: normalised with the total count as the last column.
-    #[arg(long, value_enum, default_value = "F", ignore_case = true)]
-    pub pre_normalized: CliPreNormalized,
-    /// singlecell, or bulk.
-    #[arg(long, value_enum, default_value = "singlecell")]
-    pub input_type: CliInputType,
+    #[command(flatten)]
+    pub preprocess: super::embed::PreprocessArgs,
     /// Checkpoint entry whose decoder gives the gene embeddings.
     #[arg(long, default_value = "gene")]
     pub key: String,
@@ -87,15 +77,8 @@ pub struct GeneModulesArgs {
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,
-    /// h5ad: read this layer instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// h5ad: read raw/X (and raw/var names) instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// h5ad: var column holding gene symbols (default: var names).
-    #[arg(long)]
-    pub gene_column: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -121,19 +104,11 @@ pub fn run(a: GeneModulesArgs, global: &super::GlobalArgs) -> Result<()> {
         seed: a.seed,
         ctrl_size: a.ctrl_size,
         n_bins: a.n_bins,
-        preprocess: PreprocessOptions {
-            input_type: a.input_type.into(),
-            pre_normalized: a.pre_normalized.into(),
-            tgthighres: a.tgthighres,
-        },
+        preprocess: a.preprocess.options(),
         key: a.key,
         batch_size: a.batch_size,
         min_mapped: a.min_mapped,
-        matrix: MatrixChoice {
-            layer: a.layer,
-            use_raw: a.use_raw,
-            gene_column: a.gene_column,
-        },
+        matrix: a.matrix.choice(),
     };
     let out = GeneModuleOutputs {
         modules: a.output,

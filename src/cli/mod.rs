@@ -161,6 +161,30 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Which matrix of the h5ad to read.
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// h5ad: read this layer instead of X.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// h5ad: read raw/X (and raw/var names) instead of X.
+    #[arg(long)]
+    pub use_raw: bool,
+    /// h5ad: var column holding gene symbols (default: var names).
+    #[arg(long)]
+    pub gene_column: Option<String>,
+}
+
+impl MatrixArgs {
+    pub fn choice(&self) -> crate::io::MatrixChoice {
+        crate::io::MatrixChoice {
+            layer: self.layer.clone(),
+            use_raw: self.use_raw,
+            gene_column: self.gene_column.clone(),
+        }
+    }
+}
+
 /// A whole number in `LO..=HI`; clap reports anything else (including overflow) as a usage error,
 /// so no option silently wraps around to 0 or an absurd size.
 pub fn count_in<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {

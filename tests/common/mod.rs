@@ -137,3 +137,30 @@ pub fn clean_error(out: &Output, needle: &str) -> String {
     assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
     lines[0].to_string()
 }
+
+/// The Python with anndata, scanpy, igraph and leidenalg (ci/setup.sh): SCF_PYTHON, else .venv-ci.
+pub fn python() -> PathBuf {
+    std::env::var_os("SCF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv-ci/bin/python"))
+}
+
+/// Runs [`python`] with `args`, fails the test with its output when it does not succeed; returns stdout.
+pub fn py(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (run ci/setup.sh or set SCF_PYTHON): {e}",
+                python().display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "python {args:?} failed (SCF_PYTHON needs anndata, scanpy, igraph, leidenalg; see ci/setup.sh):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
