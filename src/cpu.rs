@@ -74,10 +74,25 @@ pub fn gemm() -> Gemm {
         1 => Gemm::Candle,
         2 => Gemm::Blas,
         _ => {
+            let default = if cfg!(feature = "openblas") {
+                Gemm::Blas
+            } else {
+                Gemm::Candle
+            };
             let g = match std::env::var("SCFOUNDATION_GEMM").as_deref().map(str::trim) {
                 Ok("candle") => Gemm::Candle,
-                _ if cfg!(feature = "openblas") => Gemm::Blas,
-                _ => Gemm::Candle,
+                Ok("openblas") if !cfg!(feature = "openblas") => {
+                    log::warn!("SCFOUNDATION_GEMM=openblas: built without the openblas feature; using candle");
+                    Gemm::Candle
+                }
+                Ok("openblas") | Ok("") | Err(_) => default,
+                Ok(other) => {
+                    log::warn!(
+                        "SCFOUNDATION_GEMM='{other}' is not openblas or candle; using {}",
+                        default.name()
+                    );
+                    default
+                }
             };
             GEMM.store(encode(g), Ordering::Relaxed);
             g
