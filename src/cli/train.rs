@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::io::MatrixChoice;
 use crate::steps::init::{init, InitConfig};
 use crate::steps::pretrain::{
     pretrain, saved_options, Parallel, Precision, PretrainOptions, Start,
@@ -160,15 +159,8 @@ pub struct PretrainArgs {
     /// encoder-last:2,encoder.norm.) [default: all].
     #[arg(long)]
     pub trainable: Option<String>,
-    /// h5ad: read this layer (e.g. counts) instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// h5ad: read raw/X instead of X.
-    #[arg(long)]
-    pub use_raw: bool,
-    /// h5ad: var column holding gene symbols (default: var names).
-    #[arg(long)]
-    pub gene_column: Option<String>,
+    #[command(flatten)]
+    pub matrix: super::MatrixArgs,
 }
 
 fn parse_pair(s: &str) -> Result<(f64, f64), String> {
@@ -225,12 +217,9 @@ fn options(a: &PretrainArgs) -> Result<PretrainOptions> {
     if let Some(t) = &a.trainable {
         o.trainable = Trainable::parse(t)?;
     }
-    if a.layer.is_some() || a.use_raw || a.gene_column.is_some() {
-        o.matrix = MatrixChoice {
-            layer: a.layer.clone(),
-            use_raw: a.use_raw,
-            gene_column: a.gene_column.clone(),
-        };
+    let m = &a.matrix;
+    if m.layer.is_some() || m.use_raw || m.gene_column.is_some() {
+        o.matrix = m.choice();
     }
     Ok(o)
 }

@@ -50,10 +50,12 @@ struct FavorFeatures {
     ratio: f32,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The values of a contiguous f32 CPU tensor, for the custom ops here and in `matmul`; `what` names
+/// the operand in the error.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("favor-features: {what} must be contiguous f32"),
+        _ => candle_core::bail!("{what} must be contiguous f32"),
     }
 }
 
@@ -114,8 +116,8 @@ impl CustomOp2 for FavorFeatures {
     ) -> Result<(CpuStorage, Shape)> {
         let out = self.run(
             l1,
-            contiguous(s1, l1, "dash")?,
-            contiguous(s2, l2, "diag")?,
+            contiguous_f32(s1, l1, "favor-features: dash")?,
+            contiguous_f32(s2, l2, "favor-features: diag")?,
             None,
         )?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -136,11 +138,11 @@ impl CustomOp3 for FavorFeatures {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let stab = contiguous(s3, l3, "stab")?;
+        let stab = contiguous_f32(s3, l3, "favor-features: stab")?;
         let out = self.run(
             l1,
-            contiguous(s1, l1, "dash")?,
-            contiguous(s2, l2, "diag")?,
+            contiguous_f32(s1, l1, "favor-features: dash")?,
+            contiguous_f32(s2, l2, "favor-features: diag")?,
             Some(stab),
         )?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -177,10 +179,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("softmax: contiguous f32 input expected"),
-        };
+        let src = contiguous_f32(s, l, "softmax: the input")?;
         let n = *l.dims().last().unwrap_or(&1);
         let mut out: Vec<f32> = Vec::with_capacity(src.len());
         if n > 0 {

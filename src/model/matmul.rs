@@ -379,10 +379,7 @@ mod blas {
             if !batch.is_empty() || l3.dims() != [n] {
                 candle_core::bail!("openblas-affine: 2-D operands and a bias of {n} expected");
             }
-            let bias = match l3.contiguous_offsets() {
-                Some((o1, o2)) => &f32_data(s3)?[o1..o2],
-                None => candle_core::bail!("openblas-affine: the bias must be contiguous"),
-            };
+            let bias = crate::model::kernels::contiguous_f32(s3, l3, "openblas-affine: the bias")?;
             let mut c = Vec::with_capacity(m * n);
             for _ in 0..m {
                 c.extend_from_slice(bias);
@@ -447,10 +444,14 @@ mod blas {
 
         fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
             let (b, n, d) = self.shape;
-            let qkv = match (s, l.contiguous_offsets()) {
-                (CpuStorage::F32(v), Some((o1, o2))) if o2 - o1 == b * n * 3 * d => &v[o1..o2],
-                _ => candle_core::bail!("fused attention: contiguous f32 qkv expected"),
-            };
+            let qkv = crate::model::kernels::contiguous_f32(s, l, "fused attention: qkv")?;
+            if qkv.len() != b * n * 3 * d {
+                candle_core::bail!(
+                    "fused attention: qkv holds {} values, not {b} x {n} x {}",
+                    qkv.len(),
+                    3 * d
+                );
+            }
             let (h, e) = (self.heads, d / self.heads);
             if [n, d, 3 * d].iter().any(|&x| x > c_int::MAX as usize) {
                 candle_core::bail!("fused attention: a dimension exceeds the BLAS integer range");
