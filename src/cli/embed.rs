@@ -56,9 +56,10 @@ pub struct EmbedArgs {
     /// cpu, or cuda / cuda:N (needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32 (matches the reference), or bf16: weights and activations in bfloat16 with LayerNorm,
-    /// softmax and the decoder's attention core in f32, for GPUs (on the CPU correct but slow).
-    /// bf16 results differ from f32 slightly (README "Benchmarks"); recorded in the provenance.
+    /// f32 (matches the reference), or bf16: weights and matrix products in bfloat16, everything between
+    /// the products (activations, LayerNorm, softmax, residuals) in f32. Meant for GPUs; on the CPU it
+    /// is much slower than f32. bf16 results differ from f32 slightly (README "Benchmarks"); recorded in
+    /// the provenance.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: CliPrecision,
 }
