@@ -21,3 +21,28 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
     Ok(Device::new_cuda(ordinal)?)
 }
+
+/// Free and total memory of a CUDA device in bytes; `None` on the CPU.
+pub fn memory_info(device: &Device) -> Result<Option<(u64, u64)>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let (free, total) = d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .map_err(|e| anyhow::anyhow!("querying free GPU memory: {e}"))?;
+        return Ok(Some((free as u64, total as u64)));
+    }
+    let _ = device;
+    Ok(None)
+}
+
+/// Whether `e` says the device ran out of memory (CUDA's allocation error), as opposed to any other
+/// failure; only then is a smaller batch worth a retry.
+pub fn is_out_of_memory(device: &Device, e: &anyhow::Error) -> bool {
+    if !device.is_cuda() {
+        return false;
+    }
+    let text = format!("{e:#}");
+    text.contains("OUT_OF_MEMORY") || text.contains("out of memory")
+}

@@ -161,7 +161,7 @@ fn batch_size_does_not_change_cell_embeddings() {
     let input = reference("input_subset_8x3005.csv");
     let model = reference("tiny_models.ckpt");
     let mut outs = vec![];
-    for bs in ["1", "3", "8"] {
+    for bs in ["1", "3", "8", "auto"] {
         let out = dir.path().join(format!("b{bs}.npy"));
         run_ok(&[
             "embed",
@@ -183,6 +183,14 @@ fn batch_size_does_not_change_cell_embeddings() {
         &outs[2],
         &reference("out_cell_pool-all_t4_preF_ce_from-subset.npy"),
         TOL,
+    );
+    // auto is 8 cells per batch on the CPU: the same bytes, and the provenance says so.
+    let prov = std::fs::read_to_string(format!("{}.provenance.json", outs[3].display())).unwrap();
+    assert!(prov.contains("\"batch_size\": \"auto\""), "{prov}");
+    assert!(prov.contains("\"batch_cells_max\": \"8\""), "{prov}");
+    assert_eq!(
+        std::fs::read(&outs[3]).unwrap(),
+        std::fs::read(&outs[2]).unwrap()
     );
 }
 

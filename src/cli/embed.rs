@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use crate::data::batch::BatchSize;
 use crate::data::{InputType, PreNormalized, PreprocessOptions, TargetResolution};
 use crate::steps::embed::{embed, EmbedOptions, GeneEmbedding, Mode, Pool};
 
@@ -44,10 +45,13 @@ pub struct EmbedArgs {
     /// gene otherwise. The reference's --version ce|rde is --key cell|rde.
     #[arg(long)]
     pub key: Option<String>,
-    /// Cells per forward pass, 1 to 4096. Results do not depend on it (cells are sorted by length to
-    /// limit padding).
-    #[arg(long, default_value_t = 8, value_parser = super::count_in::<1, 4096>)]
-    pub batch_size: usize,
+    /// Cells per forward pass, 1 to 4096, or auto: 8 on the CPU; on a GPU as many cells and encoder
+    /// tokens as an estimate from the model's shape fits in 60% of the free device memory, halved if
+    /// the device runs out of memory anyway (the limits used are recorded in the provenance). Cells are
+    /// sorted by length to limit padding. On the CPU results do not depend on it; on a GPU they can
+    /// differ in the last bits, so pin a number to repeat a GPU run exactly.
+    #[arg(long, default_value = "auto", value_parser = parse_batch_size)]
+    pub batch_size: BatchSize,
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,
@@ -147,6 +151,16 @@ impl PreprocessArgs {
             tgthighres: self.tgthighres,
         }
     }
+}
+
+/// `auto` or a whole number from 1 to 4096.
+pub fn parse_batch_size(s: &str) -> Result<BatchSize, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(BatchSize::Auto);
+    }
+    super::count_in::<1, 4096>(s)
+        .map(BatchSize::Fixed)
+        .map_err(|e| format!("{e}, or auto"))
 }
 
 pub fn parse_tgthighres(s: &str) -> Result<TargetResolution, String> {

@@ -120,6 +120,11 @@ impl SelfAttention {
                 scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
             let p = match scores.dtype() {
+                // candle's CUDA softmax sums in f32 whatever the element type, so the half-precision
+                // scores need no f32 copy there.
+                DType::BF16 | DType::F16 if !self.differentiable && scores.device().is_cuda() => {
+                    candle_nn::ops::softmax_last_dim(&scores)?
+                }
                 DType::BF16 | DType::F16 if !self.differentiable => {
                     softmax(&scores.to_dtype(DType::F32)?, false)?.to_dtype(scores.dtype())?
                 }
@@ -197,6 +202,13 @@ impl TransformerEncoder {
         for l in &mut self.layers {
             l.attn.block_elems = elems.max(1);
         }
+    }
+
+    /// Most attention scores computed at once (see [`TransformerEncoder::set_attention_block`]).
+    pub fn attention_block(&self) -> usize {
+        self.layers
+            .first()
+            .map_or(ATTN_BLOCK_ELEMS, |l| l.attn.block_elems)
     }
 
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {

@@ -68,6 +68,16 @@ impl MaeAutobin {
         self.differentiable
     }
 
+    /// Most encoder attention scores computed at once (memory estimates, `model::memory`).
+    pub(crate) fn encoder_attention_block(&self) -> usize {
+        self.encoder.attention_block()
+    }
+
+    /// FAVOR+ random features per decoder head.
+    pub(crate) fn decoder_features(&self) -> usize {
+        self.decoder.nb_features()
+    }
+
     /// Element type of the weights (f32 for inference; training tests also build f64 models).
     pub fn dtype(&self) -> candle_core::DType {
         self.to_final.weight().dtype()

@@ -10,6 +10,7 @@ pub mod heads;
 pub mod kernels;
 pub mod mae;
 pub mod matmul;
+pub mod memory;
 pub mod performer;
 
 pub use checkpoint::{load_entry, CheckpointEntry};

@@ -188,6 +188,13 @@ impl PerformerDecoder {
         }
     }
 
+    /// FAVOR+ random features per head (rows of the stored projection).
+    pub fn nb_features(&self) -> usize {
+        self.layers
+            .first()
+            .map_or(0, |(a, _)| a.projection.dim(0).unwrap_or(0))
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (attn, ff) in &self.layers {

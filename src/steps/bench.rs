@@ -116,13 +116,8 @@ fn reset_peak_rss() {
 
 /// Device memory in use (MiB), sampled: CUDA only.
 fn device_used_mib(device: &Device) -> Option<f64> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(d) = device {
-        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
-        return Some((total - free) as f64 / (1024.0 * 1024.0));
-    }
-    let _ = device;
-    None
+    let (free, total) = crate::device::memory_info(device).ok()??;
+    Some((total - free) as f64 / (1024.0 * 1024.0))
 }
 
 /// Best sustained n×n×n GEMM rate (TFLOP/s) in `dtype`, over about `seconds`, with the GEMM the model

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 
-use crate::data::batch::length_buckets;
+use crate::data::batch::{length_buckets, run_halving_on_oom, BatchLimits, BatchSize};
 use crate::data::preprocess::{self, CellTokens};
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized, PreprocessOptions, N_GENES};
 use crate::io::sink::{OutputSpec, Reduce, Sink};
@@ -47,7 +47,7 @@ pub struct EmbedOptions {
     pub key: String,
     /// Element type of weights and activations (f32, or bf16 for mixed precision).
     pub precision: candle_core::DType,
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     pub min_mapped: f64,
     pub matrix: MatrixChoice,
 }
@@ -69,8 +69,17 @@ pub struct EmbedSummary {
     pub provenance: Provenance,
 }
 
-/// Cells read and preprocessed at a time (then bucketed by length into batches).
+/// Cells read and preprocessed at a time (then bucketed by length into batches), in batches.
 const CHUNK_BATCHES: usize = 16;
+/// `--batch-size auto` on the CPU: larger batches do not run faster there, they only take memory.
+const AUTO_CPU_BATCH: usize = 8;
+/// `--batch-size auto` on a GPU: at most this many cells per batch and this many per chunk.
+const AUTO_MAX_CELLS: usize = 4096;
+const AUTO_MAX_CHUNK: usize = 16_384;
+/// Share of the free device memory that auto-sized batches plan to use.
+const AUTO_MEMORY_SHARE: f64 = 0.6;
+/// Host memory for one batch of full gene embeddings (cells x 19,264 x width f32 rows).
+const AUTO_HOST_ROWS_BYTES: u64 = 1 << 30;
 
 pub fn embed(
     input_path: &Path,
@@ -81,7 +90,7 @@ pub fn embed(
 ) -> Result<EmbedSummary> {
     crate::io::Format::of_output(output)?;
     crate::fsutil::refuse_input_as_output(output, &[input_path])?;
-    if opts.batch_size == 0 {
+    if opts.batch_size == BatchSize::Fixed(0) {
         bail!("--batch-size must be at least 1");
     }
     let vocab = GeneVocab::builtin();
@@ -95,6 +104,7 @@ pub fn embed(
     };
     let model = load_model(model_ref, &opts.key, device, opts.precision)?;
 
+    let mut batching = Batching::new(opts, &model, device)?;
     let n = stream.n_cells();
     let (shape, h5ad_key, reduce) = output_layout(opts, &model, n);
     let mut prov = provenance(opts, model_ref, input_path, &stream, &stats);
@@ -120,14 +130,9 @@ pub fn embed(
 
     let file = input_path.display().to_string();
     let mut progress = Progress::new(n as u64, "cells", &file);
-    log::debug!(
-        "device {}, batch size {}",
-        device_name(device),
-        opts.batch_size
-    );
     // Reading and preprocessing the next chunk (HDF5 decoding, normalisation) runs on its own thread
     // while the model works on the current one; chunks arrive in file order.
-    let chunk_cells = opts.batch_size.saturating_mul(CHUNK_BATCHES);
+    let chunk_cells = batching.chunk_cells;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<CellTokens>>>(1);
         let stats = &stats;
@@ -147,13 +152,14 @@ pub fn embed(
         });
         for chunk in rx {
             let tokens = chunk?;
-            let results = run_chunk(&model, &tokens, opts, device, &mut progress)
+            let results = run_chunk(&model, &tokens, opts, device, &mut batching, &mut progress)
                 .with_context(|| format!("running the model on {file}"))?;
             sink.push(&results)?;
         }
         Ok(())
     })?;
     progress.finish();
+    batching.record(&mut prov);
     sink.finish(prov.entries())?;
     Ok(EmbedSummary {
         n_cells: n,
@@ -242,6 +248,79 @@ fn output_layout(
     }
 }
 
+/// How cells are grouped into forward passes, resolved once per run from `--batch-size` (and, for
+/// `auto` on a GPU, from the free device memory and the model's shape); shrinks when the device runs
+/// out of memory anyway.
+struct Batching {
+    limits: BatchLimits,
+    chunk_cells: usize,
+    /// Batches that ran out of device memory and were split.
+    oom_splits: usize,
+    auto: bool,
+}
+
+impl Batching {
+    fn new(opts: &EmbedOptions, model: &MaeAutobin, device: &Device) -> Result<Self> {
+        let fixed = |n: usize| Batching {
+            limits: BatchLimits::cells(n),
+            chunk_cells: n.saturating_mul(CHUNK_BATCHES),
+            oom_splits: 0,
+            auto: opts.batch_size == BatchSize::Auto,
+        };
+        let free = match opts.batch_size {
+            BatchSize::Fixed(n) => return Ok(fixed(n)),
+            BatchSize::Auto => match crate::device::memory_info(device)? {
+                None => return Ok(fixed(AUTO_CPU_BATCH)),
+                Some((free, _)) => free,
+            },
+        };
+        let budget = ((free as f64 * AUTO_MEMORY_SHARE) as u64)
+            .saturating_sub(model.attention_block_bytes());
+        let per_cell = match opts.mode {
+            Mode::Cell => 0,
+            Mode::Gene | Mode::Expression => model.decoder_bytes_per_cell(),
+        };
+        let mut limits = BatchLimits::from_budget(
+            budget,
+            model.encoder_bytes_per_token(),
+            per_cell,
+            AUTO_MAX_CELLS,
+        );
+        if (opts.mode, opts.gene_embedding) == (Mode::Gene, GeneEmbedding::Full) {
+            let row = (N_GENES * model.config().decoder.hidden_dim * 4) as u64;
+            limits.cells = limits
+                .cells
+                .min((AUTO_HOST_ROWS_BYTES / row).max(1) as usize);
+        }
+        log::info!(
+            "--batch-size auto: {:.1} GiB free on the device; up to {} cells and {} encoder tokens per batch",
+            free as f64 / f64::from(1u32 << 30),
+            limits.cells,
+            limits.tokens
+        );
+        Ok(Batching {
+            limits,
+            chunk_cells: limits.cells.saturating_mul(4).clamp(1, AUTO_MAX_CHUNK),
+            oom_splits: 0,
+            auto: true,
+        })
+    }
+
+    /// What a re-run needs to batch the same way (pin `--batch-size` to repeat it exactly).
+    fn record(&self, prov: &mut Provenance) {
+        if !self.auto {
+            return;
+        }
+        prov.set("batch_cells_max", self.limits.cells);
+        if self.limits.tokens != usize::MAX {
+            prov.set("batch_tokens_max", self.limits.tokens);
+        }
+        if self.oom_splits > 0 {
+            prov.set("batch_oom_splits", self.oom_splits);
+        }
+    }
+}
+
 /// Runs the model on a chunk of cells, in batches of similar length (little padding); results come
 /// back in the chunk's order.
 fn run_chunk(
@@ -249,6 +328,7 @@ fn run_chunk(
     tokens: &[CellTokens],
     opts: &EmbedOptions,
     device: &Device,
+    batching: &mut Batching,
     progress: &mut Progress,
 ) -> Result<Vec<Vec<f32>>> {
     let gathered: Vec<(Vec<f32>, Vec<u32>)> = tokens.iter().map(CellTokens::gathered).collect();
@@ -256,8 +336,7 @@ fn run_chunk(
     order.sort_by_key(|&k| gathered[k].0.len());
     let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
     let mut results: Vec<Vec<f32>> = vec![vec![]; tokens.len()];
-    for bucket in length_buckets(&lens, opts.batch_size) {
-        let ids = &order[bucket];
+    let mut run_batch = |ids: &[usize]| -> Result<Vec<Vec<f32>>> {
         let dense: Vec<Vec<f32>> = match opts.mode {
             Mode::Cell => vec![],
             _ => ids.iter().map(|&k| tokens[k].dense()).collect(),
@@ -277,13 +356,21 @@ fn run_chunk(
             cells.first().map(|c| c.values.len()).unwrap_or(0),
             cells.last().map(|c| c.values.len()).unwrap_or(0)
         );
-        let rows = match opts.mode {
-            Mode::Cell => model.cell_embeddings(&cells, opts.pool, device)?,
-            Mode::Gene => model.gene_outputs(&cells, GeneHead::Hidden, N_GENES, device)?,
-            Mode::Expression => {
-                model.gene_outputs(&cells, GeneHead::Expression, N_GENES, device)?
-            }
-        };
+        match opts.mode {
+            Mode::Cell => model.cell_embeddings(&cells, opts.pool, device),
+            Mode::Gene => model.gene_outputs(&cells, GeneHead::Hidden, N_GENES, device),
+            Mode::Expression => model.gene_outputs(&cells, GeneHead::Expression, N_GENES, device),
+        }
+    };
+    let is_oom = |e: &anyhow::Error| crate::device::is_out_of_memory(device, e);
+    for bucket in length_buckets(&lens, batching.limits) {
+        let ids = &order[bucket];
+        let before = batching.oom_splits;
+        let rows = run_halving_on_oom(ids, &mut run_batch, &is_oom, &mut batching.oom_splits)?;
+        if batching.oom_splits > before {
+            // The estimate was too generous for this device: plan smaller batches from here on.
+            batching.limits = batching.limits.halved();
+        }
         for (&k, r) in ids.iter().zip(rows) {
             results[k] = r;
         }
@@ -364,7 +451,7 @@ fn provenance(
 pub(crate) fn record_reading(
     prov: &mut Provenance,
     pre: &PreprocessOptions,
-    batch_size: usize,
+    batch_size: impl std::fmt::Display,
     min_mapped: f64,
     matrix: &MatrixChoice,
     stream: &CellStream,

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::cluster::heatmap::similarity_heatmap_png;
 use crate::cluster::knn::{knn_cosine, umap_connectivities};
 use crate::cluster::leiden::{leiden, Graph, LeidenOptions};
-use crate::data::batch::length_buckets;
+use crate::data::batch::{length_buckets, BatchLimits};
 use crate::data::genestats::{control_genes, hvg_seurat, GeneStats};
 use crate::data::preprocess::{self, CellTokens};
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized, PreprocessOptions, N_GENES};
@@ -637,7 +637,7 @@ fn accumulate(
     let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
     // Rows are added as each batch comes back (in the fixed bucket order, so the sums are the same on
     // every run): at most one batch of `batch × genes × width` values is held.
-    for bucket in length_buckets(&lens, batch_size) {
+    for bucket in length_buckets(&lens, BatchLimits::cells(batch_size)) {
         let ids = &order[bucket];
         let dense: Vec<Vec<f32>> = ids.iter().map(|&k| tokens[k].dense()).collect();
         let cells: Vec<CellInput> = ids

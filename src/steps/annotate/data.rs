@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use super::CellEmbedding;
-use crate::data::batch::length_buckets;
+use crate::data::batch::{length_buckets, BatchLimits};
 use crate::data::preprocess;
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized};
 use crate::io::h5ad::frame::Column;
@@ -151,7 +151,7 @@ pub fn embed_rows(
     let lens: Vec<usize> = order.iter().map(|&k| tokens[k].0.len()).collect();
     let mut out = vec![vec![]; tokens.len()];
     let mut progress = progress;
-    for bucket in length_buckets(&lens, opts.batch_size) {
+    for bucket in length_buckets(&lens, BatchLimits::cells(opts.batch_size)) {
         let ids = &order[bucket];
         let cells: Vec<CellInput> = ids
             .iter()

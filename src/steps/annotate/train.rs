@@ -537,6 +537,14 @@ pub fn train(
     } else {
         &val_idx
     };
+    let truth: Vec<usize> = eval_idx.iter().map(|&i| labels[i]).collect();
+    // Metrics and loss of the current parameters on the evaluation cells.
+    let score = |trainer: &mut Trainer| -> Result<(Classification, f64)> {
+        let (pred, loss) = evaluate(
+            trainer, &head, &features, eval_idx, &labels, &weights, opts, device,
+        )?;
+        Ok((Classification::new(&truth, &pred, k), loss))
+    };
     let mut done = false;
     let mut epoch = 0u64;
     while epoch < opts.epochs && !done {
@@ -570,18 +578,7 @@ pub fn train(
                 break;
             }
         }
-        let (pred, val_loss) = evaluate(
-            &mut trainer,
-            &head,
-            &features,
-            eval_idx,
-            &labels,
-            &weights,
-            opts,
-            device,
-        )?;
-        let truth: Vec<usize> = eval_idx.iter().map(|&i| labels[i]).collect();
-        let m = Classification::new(&truth, &pred, k);
+        let (m, val_loss) = score(&mut trainer)?;
         log_lines.push(json!({
             "epoch": epoch,
             "step": trainer.step,
@@ -622,20 +619,7 @@ pub fn train(
     // Final metrics with the kept parameters (evaluated only when no epoch was kept).
     let metrics = match best_metrics {
         Some(m) => m,
-        None => {
-            let (pred, _) = evaluate(
-                &mut trainer,
-                &head,
-                &features,
-                eval_idx,
-                &labels,
-                &weights,
-                opts,
-                device,
-            )?;
-            let truth: Vec<usize> = eval_idx.iter().map(|&i| labels[i]).collect();
-            Classification::new(&truth, &pred, k)
-        }
+        None => score(&mut trainer)?.0,
     };
 
     // The head directory, all files committed together.
