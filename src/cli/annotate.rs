@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::embed::CliPool;
+use crate::data::batch::BatchSize;
 use crate::steps::annotate::{self, CellEmbedding, PredictOptions, TrainOptions};
 
 #[derive(Debug, Subcommand)]
@@ -101,9 +102,10 @@ pub struct TrainArgs {
     /// Checkpoint entry (as embed --mode cell).
     #[arg(long, default_value = "cell")]
     pub key: String,
-    /// Cells per inference forward pass (embeddings and validation), 1 to 4096.
-    #[arg(long, default_value_t = 8, value_parser = super::count_in::<1, 4096>)]
-    pub embed_batch_size: usize,
+    /// Cells per inference forward pass (embeddings and validation), 1 to 4096, or auto: 8 on the
+    /// CPU, sized from the free memory on a GPU (as in embed).
+    #[arg(long, default_value = "auto", value_parser = super::embed::parse_batch_size)]
+    pub embed_batch_size: BatchSize,
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,
@@ -138,9 +140,10 @@ pub struct PredictArgs {
     /// Metrics JSON path (with --label-key) [default: the output with .metrics.json for .h5ad].
     #[arg(long, requires = "label_key")]
     pub metrics: Option<PathBuf>,
-    /// Cells per forward pass, 1 to 4096.
-    #[arg(long, default_value_t = 8, value_parser = super::count_in::<1, 4096>)]
-    pub batch_size: usize,
+    /// Cells per forward pass, 1 to 4096, or auto: 8 on the CPU, sized from the free memory on a GPU
+    /// (as in embed).
+    #[arg(long, default_value = "auto", value_parser = super::embed::parse_batch_size)]
+    pub batch_size: BatchSize,
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes
     /// [default: the head's].
     #[arg(long)]

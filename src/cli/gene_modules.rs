@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use crate::data::batch::BatchSize;
 use crate::steps::gene_modules::{gene_modules, GeneChoice, GeneModuleOptions, GeneModuleOutputs};
 
 #[derive(Debug, Args)]
@@ -71,9 +72,10 @@ pub struct GeneModulesArgs {
     /// Checkpoint entry whose decoder gives the gene embeddings.
     #[arg(long, default_value = "gene")]
     pub key: String,
-    /// Cells per forward pass, 1 to 4096.
-    #[arg(long, default_value_t = 8, value_parser = super::count_in::<1, 4096>)]
-    pub batch_size: usize,
+    /// Cells per forward pass, 1 to 4096, or auto: 8 on the CPU, sized from the free memory on a GPU
+    /// (as in embed).
+    #[arg(long, default_value = "auto", value_parser = super::embed::parse_batch_size)]
+    pub batch_size: BatchSize,
     /// Refuse input where fewer than this fraction of input genes are scFoundation genes.
     #[arg(long, default_value_t = 0.2)]
     pub min_mapped: f64,

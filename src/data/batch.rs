@@ -163,10 +163,11 @@ impl CellStream {
     }
 }
 
-/// Cells per forward pass: a fixed number, or sized from the device's free memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Cells per forward pass: a fixed number, or sized from the device's free memory (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchSize {
     Fixed(usize),
+    #[default]
     Auto,
 }
 
@@ -175,6 +176,16 @@ impl std::fmt::Display for BatchSize {
         match self {
             BatchSize::Fixed(n) => write!(f, "{n}"),
             BatchSize::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl BatchSize {
+    /// A number, or the string "auto", for JSON records.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            BatchSize::Fixed(n) => n.into(),
+            BatchSize::Auto => "auto".into(),
         }
     }
 }

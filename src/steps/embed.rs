@@ -78,7 +78,7 @@ const AUTO_MAX_CELLS: usize = 4096;
 const AUTO_MAX_CHUNK: usize = 16_384;
 /// Share of the free device memory that auto-sized batches plan to use.
 const AUTO_MEMORY_SHARE: f64 = 0.6;
-/// Host memory for one batch of full gene embeddings (cells x 19,264 x width f32 rows).
+/// Host memory for the rows one batch returns (full gene embeddings: cells x 19,264 x width f32).
 const AUTO_HOST_ROWS_BYTES: u64 = 1 << 30;
 
 pub fn embed(
@@ -90,9 +90,6 @@ pub fn embed(
 ) -> Result<EmbedSummary> {
     crate::io::Format::of_output(output)?;
     crate::fsutil::refuse_input_as_output(output, &[input_path])?;
-    if opts.batch_size == BatchSize::Fixed(0) {
-        bail!("--batch-size must be at least 1");
-    }
     let vocab = GeneVocab::builtin();
     let input = Input::open(input_path, &opts.matrix)?;
     let total_last = opts.preprocess.pre_normalized == PreNormalized::A;
@@ -104,7 +101,16 @@ pub fn embed(
     };
     let model = load_model(model_ref, &opts.key, device, opts.precision)?;
 
-    let mut batching = Batching::new(opts, &model, device)?;
+    let workload = match opts.mode {
+        Mode::Cell => Workload::Encoder,
+        Mode::Gene => Workload::Decoder {
+            host_bytes_per_cell: (N_GENES * model.config().decoder.hidden_dim * 4) as u64,
+        },
+        Mode::Expression => Workload::Decoder {
+            host_bytes_per_cell: (N_GENES * 4) as u64,
+        },
+    };
+    let mut batching = Batching::new(opts.batch_size, workload, &model, device)?;
     let n = stream.n_cells();
     let (shape, h5ad_key, reduce) = output_layout(opts, &model, n);
     let mut prov = provenance(opts, model_ref, input_path, &stream, &stats);
@@ -248,26 +254,42 @@ fn output_layout(
     }
 }
 
+/// What one batch computes, for sizing batches from device memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Workload {
+    /// The encoder only (pooled cell embeddings).
+    Encoder,
+    /// Encoder and decoder over all positions, returning this many bytes per cell to the host.
+    Decoder { host_bytes_per_cell: u64 },
+}
+
 /// How cells are grouped into forward passes, resolved once per run from `--batch-size` (and, for
 /// `auto` on a GPU, from the free device memory and the model's shape); shrinks when the device runs
-/// out of memory anyway.
-struct Batching {
+/// out of memory anyway. Shared by the steps that run the model over cells.
+pub(crate) struct Batching {
     limits: BatchLimits,
-    chunk_cells: usize,
+    /// Cells read and preprocessed at a time (bucketed by length into batches).
+    pub chunk_cells: usize,
     /// Batches that ran out of device memory and were split.
     oom_splits: usize,
     auto: bool,
 }
 
 impl Batching {
-    fn new(opts: &EmbedOptions, model: &MaeAutobin, device: &Device) -> Result<Self> {
+    pub fn new(
+        size: BatchSize,
+        workload: Workload,
+        model: &MaeAutobin,
+        device: &Device,
+    ) -> Result<Self> {
         let fixed = |n: usize| Batching {
             limits: BatchLimits::cells(n),
             chunk_cells: n.saturating_mul(CHUNK_BATCHES),
             oom_splits: 0,
-            auto: opts.batch_size == BatchSize::Auto,
+            auto: size == BatchSize::Auto,
         };
-        let free = match opts.batch_size {
+        let free = match size {
+            BatchSize::Fixed(0) => bail!("--batch-size must be at least 1"),
             BatchSize::Fixed(n) => return Ok(fixed(n)),
             BatchSize::Auto => match crate::device::memory_info(device)? {
                 None => return Ok(fixed(AUTO_CPU_BATCH)),
@@ -276,9 +298,11 @@ impl Batching {
         };
         let budget = ((free as f64 * AUTO_MEMORY_SHARE) as u64)
             .saturating_sub(model.attention_block_bytes());
-        let per_cell = match opts.mode {
-            Mode::Cell => 0,
-            Mode::Gene | Mode::Expression => model.decoder_bytes_per_cell(),
+        let (per_cell, host) = match workload {
+            Workload::Encoder => (0, None),
+            Workload::Decoder {
+                host_bytes_per_cell,
+            } => (model.decoder_bytes_per_cell(), Some(host_bytes_per_cell)),
         };
         let mut limits = BatchLimits::from_budget(
             budget,
@@ -286,8 +310,7 @@ impl Batching {
             per_cell,
             AUTO_MAX_CELLS,
         );
-        if (opts.mode, opts.gene_embedding) == (Mode::Gene, GeneEmbedding::Full) {
-            let row = (N_GENES * model.config().decoder.hidden_dim * 4) as u64;
+        if let Some(row) = host.filter(|&r| r > 0) {
             limits.cells = limits
                 .cells
                 .min((AUTO_HOST_ROWS_BYTES / row).max(1) as usize);
@@ -306,8 +329,35 @@ impl Batching {
         })
     }
 
+    /// Runs `run` over cells `0..lens.len()` (`lens`: encoder tokens per cell) in batches of similar
+    /// length within the limits, shortest first; `done` gets each batch's cell indices and results.
+    /// A batch that runs out of device memory is split in halves, and later batches are planned at
+    /// half the size.
+    pub fn run<T>(
+        &mut self,
+        lens: &[usize],
+        device: &Device,
+        mut run: impl FnMut(&[usize]) -> Result<Vec<T>>,
+        mut done: impl FnMut(&[usize], Vec<T>) -> Result<()>,
+    ) -> Result<()> {
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&k| lens[k]);
+        let sorted: Vec<usize> = order.iter().map(|&k| lens[k]).collect();
+        let is_oom = |e: &anyhow::Error| crate::device::is_out_of_memory(device, e);
+        for bucket in length_buckets(&sorted, self.limits) {
+            let ids = &order[bucket];
+            let before = self.oom_splits;
+            let rows = run_halving_on_oom(ids, &mut run, &is_oom, &mut self.oom_splits)?;
+            if self.oom_splits > before {
+                self.limits = self.limits.halved();
+            }
+            done(ids, rows)?;
+        }
+        Ok(())
+    }
+
     /// What a re-run needs to batch the same way (pin `--batch-size` to repeat it exactly).
-    fn record(&self, prov: &mut Provenance) {
+    pub fn record(&self, prov: &mut Provenance) {
         if !self.auto {
             return;
         }
@@ -332,11 +382,9 @@ fn run_chunk(
     progress: &mut Progress,
 ) -> Result<Vec<Vec<f32>>> {
     let gathered: Vec<(Vec<f32>, Vec<u32>)> = tokens.iter().map(CellTokens::gathered).collect();
-    let mut order: Vec<usize> = (0..tokens.len()).collect();
-    order.sort_by_key(|&k| gathered[k].0.len());
-    let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
+    let lens: Vec<usize> = gathered.iter().map(|g| g.0.len()).collect();
     let mut results: Vec<Vec<f32>> = vec![vec![]; tokens.len()];
-    let mut run_batch = |ids: &[usize]| -> Result<Vec<Vec<f32>>> {
+    let run_batch = |ids: &[usize]| -> Result<Vec<Vec<f32>>> {
         let dense: Vec<Vec<f32>> = match opts.mode {
             Mode::Cell => vec![],
             _ => ids.iter().map(|&k| tokens[k].dense()).collect(),
@@ -362,20 +410,13 @@ fn run_chunk(
             Mode::Expression => model.gene_outputs(&cells, GeneHead::Expression, N_GENES, device),
         }
     };
-    let is_oom = |e: &anyhow::Error| crate::device::is_out_of_memory(device, e);
-    for bucket in length_buckets(&lens, batching.limits) {
-        let ids = &order[bucket];
-        let before = batching.oom_splits;
-        let rows = run_halving_on_oom(ids, &mut run_batch, &is_oom, &mut batching.oom_splits)?;
-        if batching.oom_splits > before {
-            // The estimate was too generous for this device: plan smaller batches from here on.
-            batching.limits = batching.limits.halved();
-        }
+    batching.run(&lens, device, run_batch, |ids, rows| {
         for (&k, r) in ids.iter().zip(rows) {
             results[k] = r;
         }
         progress.inc(ids.len() as u64);
-    }
+        Ok(())
+    })?;
     Ok(results)
 }
 

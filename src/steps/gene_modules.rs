@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::cluster::heatmap::similarity_heatmap_png;
 use crate::cluster::knn::{knn_cosine, umap_connectivities};
 use crate::cluster::leiden::{leiden, Graph, LeidenOptions};
-use crate::data::batch::{length_buckets, BatchLimits};
+use crate::data::batch::BatchSize;
 use crate::data::genestats::{control_genes, hvg_seurat, GeneStats};
 use crate::data::preprocess::{self, CellTokens};
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized, PreprocessOptions, N_GENES};
@@ -40,7 +40,7 @@ use crate::provenance::Provenance;
 use crate::train::rng::Rng;
 use crate::weights::ModelRef;
 
-use super::embed::{dataset_stats, device_name, load_model};
+use super::embed::{dataset_stats, device_name, load_model, Batching, Workload};
 
 /// A genes file larger than this is refused (19,264 symbols take about 150 KiB).
 pub const MAX_GENES_FILE_BYTES: u64 = 4 << 20;
@@ -76,7 +76,7 @@ pub struct GeneModuleOptions {
     pub n_bins: usize,
     pub preprocess: PreprocessOptions,
     pub key: String,
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     pub min_mapped: f64,
     pub matrix: MatrixChoice,
 }
@@ -100,7 +100,7 @@ impl GeneModuleOptions {
                 tgthighres: crate::data::TargetResolution::Fixed(4.0),
             },
             key: "gene".into(),
-            batch_size: 8,
+            batch_size: BatchSize::Auto,
             min_mapped: 0.2,
             matrix: MatrixChoice::default(),
         }
@@ -171,7 +171,7 @@ pub fn validate(opts: &GeneModuleOptions, out: &GeneModuleOutputs, input: &Path)
             bail!("{}: the same path is given for two outputs", o.display());
         }
     }
-    if opts.batch_size == 0 {
+    if opts.batch_size == BatchSize::Fixed(0) {
         bail!("--batch-size must be at least 1");
     }
     if opts.k < 2 {
@@ -488,6 +488,10 @@ pub fn gene_modules(
     // Pass 2: mean gene context embeddings over the chosen cells.
     let model = load_model(model_ref, &opts.key, device, candle_core::DType::F32)?;
     let width = model.config().decoder.hidden_dim;
+    let workload = Workload::Decoder {
+        host_bytes_per_cell: (n_genes * width * 4) as u64,
+    };
+    let mut batching = Batching::new(opts.batch_size, workload, &model, device)?;
     let mut sums = vec![0f64; n_genes * width];
     let mut progress = Progress::new(n_used as u64, "cells", &file);
     loop {
@@ -507,7 +511,7 @@ pub fn gene_modules(
             &model,
             &tokens,
             &genes,
-            opts.batch_size,
+            &mut batching,
             device,
             &mut sums,
             &mut progress,
@@ -547,6 +551,7 @@ pub fn gene_modules(
         .collect();
     let mut prov = provenance(opts, model_ref, input_path, &stream, file_genes.as_ref());
     prov.set("device", device_name(device));
+    batching.record(&mut prov);
     prov.set("n_cells_used", n_used);
     prov.set("n_genes", n_genes);
     prov.set("n_modules", n_modules);
@@ -626,19 +631,16 @@ fn accumulate(
     model: &crate::model::MaeAutobin,
     tokens: &[CellTokens],
     genes: &[u32],
-    batch_size: usize,
+    batching: &mut Batching,
     device: &Device,
     sums: &mut [f64],
     progress: &mut Progress,
 ) -> Result<()> {
     let gathered: Vec<(Vec<f32>, Vec<u32>)> = tokens.iter().map(CellTokens::gathered).collect();
-    let mut order: Vec<usize> = (0..tokens.len()).collect();
-    order.sort_by_key(|&k| gathered[k].0.len());
-    let lens: Vec<usize> = order.iter().map(|&k| gathered[k].0.len()).collect();
+    let lens: Vec<usize> = gathered.iter().map(|g| g.0.len()).collect();
     // Rows are added as each batch comes back (in the fixed bucket order, so the sums are the same on
     // every run): at most one batch of `batch × genes × width` values is held.
-    for bucket in length_buckets(&lens, BatchLimits::cells(batch_size)) {
-        let ids = &order[bucket];
+    let run = |ids: &[usize]| -> Result<Vec<Vec<f32>>> {
         let dense: Vec<Vec<f32>> = ids.iter().map(|&k| tokens[k].dense()).collect();
         let cells: Vec<CellInput> = ids
             .iter()
@@ -649,14 +651,17 @@ fn accumulate(
                 full: &dense[j],
             })
             .collect();
-        for r in model.gene_hidden_subset(&cells, genes, device)? {
+        model.gene_hidden_subset(&cells, genes, device)
+    };
+    batching.run(&lens, device, run, |ids, rows| {
+        for r in rows {
             for (s, v) in sums.iter_mut().zip(&r) {
                 *s += *v as f64;
             }
         }
         progress.inc(ids.len() as u64);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Cosine similarities through unit vectors and per-module sums, in O(genes × width).

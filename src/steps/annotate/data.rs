@@ -7,7 +7,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use super::CellEmbedding;
-use crate::data::batch::{length_buckets, BatchLimits};
 use crate::data::preprocess;
 use crate::data::{CellStream, DatasetStats, GeneVocab, PreNormalized};
 use crate::io::h5ad::frame::Column;
@@ -16,6 +15,7 @@ use crate::io::Input;
 use crate::model::heads::CellInput;
 use crate::model::{CellClassifier, MaeAutobin};
 use crate::progress::Progress;
+use crate::steps::embed::{Batching, Workload};
 use crate::weights::ModelRef;
 
 /// A cell's encoder input: gathered values and their positions.
@@ -146,13 +146,11 @@ pub fn embed_rows(
     device: &Device,
     progress: Option<&mut Progress>,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut order: Vec<usize> = (0..tokens.len()).collect();
-    order.sort_by_key(|&k| tokens[k].0.len());
-    let lens: Vec<usize> = order.iter().map(|&k| tokens[k].0.len()).collect();
+    let lens: Vec<usize> = tokens.iter().map(|t| t.0.len()).collect();
     let mut out = vec![vec![]; tokens.len()];
     let mut progress = progress;
-    for bucket in length_buckets(&lens, BatchLimits::cells(opts.batch_size)) {
-        let ids = &order[bucket];
+    let mut batching = Batching::new(opts.batch_size, Workload::Encoder, model, device)?;
+    let run = |ids: &[usize]| -> Result<Vec<Vec<f32>>> {
         let cells: Vec<CellInput> = ids
             .iter()
             .map(|&k| CellInput {
@@ -161,14 +159,17 @@ pub fn embed_rows(
                 full: &[],
             })
             .collect();
-        let rows = model.cell_embeddings(&cells, opts.pool, device)?;
+        model.cell_embeddings(&cells, opts.pool, device)
+    };
+    batching.run(&lens, device, run, |ids, rows| {
         for (&k, r) in ids.iter().zip(rows) {
             out[k] = r;
         }
         if let Some(p) = progress.as_deref_mut() {
             p.inc(ids.len() as u64);
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -15,6 +15,7 @@ pub mod train;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
+use crate::data::batch::BatchSize;
 use crate::data::{InputType, PreNormalized, PreprocessOptions, TargetResolution};
 use crate::io::MatrixChoice;
 use crate::model::heads::Pool;
@@ -45,7 +46,7 @@ pub struct CellEmbedding {
     /// Which matrix of the h5ad to read (per file; recorded, not imposed on queries).
     pub matrix: MatrixChoice,
     /// Cells per inference forward pass (results do not depend on it beyond float rounding).
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
 }
 
 impl Default for CellEmbedding {
@@ -60,7 +61,7 @@ impl Default for CellEmbedding {
             key: "cell".to_string(),
             min_mapped: 0.2,
             matrix: MatrixChoice::default(),
-            batch_size: 8,
+            batch_size: BatchSize::Auto,
         }
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::data::{self, Tokens};
 use super::{CellEmbedding, ENCODER_TENSORS, HEAD_FORMAT, HEAD_JSON, HEAD_TENSORS};
+use crate::data::batch::BatchSize;
 use crate::data::N_GENES;
 use crate::fsutil::PendingFile;
 use crate::io::h5ad::elem::Block;
@@ -38,7 +39,7 @@ pub struct PredictOptions {
     pub matrix: MatrixChoice,
     pub min_mapped: Option<f64>,
     /// Cells per forward pass.
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
 }
 
 #[derive(Debug, Clone)]
@@ -245,7 +246,7 @@ pub fn predict(
     if let Some(m) = opts.min_mapped {
         cell.min_mapped = m;
     }
-    cell.batch_size = opts.batch_size.max(1);
+    cell.batch_size = opts.batch_size;
     let cells = data::read_cells(input, &cell)?;
     let n = cells.tokens.len();
     if let Some(l) = &labels {

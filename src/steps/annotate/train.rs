@@ -122,7 +122,7 @@ impl TrainOptions {
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "reuse_embeddings": self.reuse_embeddings,
-            "embed_batch_size": self.cell.batch_size,
+            "embed_batch_size": self.cell.batch_size.to_json(),
         })
     }
 }
