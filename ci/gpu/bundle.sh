@@ -70,12 +70,16 @@ done
 } > "$STAGE/BUILD_INFO"
 mkdir -p "$OUT_DIR"
 tar -C "$STAGE" -cJf "$OUT_DIR/scfoundation-cuda.tar.xz" scfoundation lib BUILD_INFO
-# Synthetic raw counts for the device checks (2,000 cells, 850 genes each: PBMC-like lengths).
-if [ ! -f "$OUT_DIR/synthetic_850.h5ad" ]; then
+# Synthetic raw counts for the device checks (850 genes per cell: PBMC-like lengths): 2,000 cells for
+# pretraining, 256 for `embed --batch-size auto`.
+for n in 2000 256; do
+  f=$OUT_DIR/synthetic_850.h5ad
+  [ "$n" = 2000 ] || f=$OUT_DIR/synthetic_850_$n.h5ad
+  [ -f "$f" ] && continue
   "$SCF_PYTHON" -c "import anndata, h5py" || { echo "bundle: run ci/setup.sh first (anndata venv)" >&2; exit 1; }
   "$SCF_PYTHON" docs/experiments/synthetic_h5ad.py "$SCF_ROOT/src/data/OS_scRNA_gene_index.19264.tsv" \
-    2000 850 "$OUT_DIR/synthetic_850.h5ad" 7
-fi
+    "$n" 850 "$f" 7
+done
 cp "$STAGE/BUILD_INFO" "$OUT_DIR/BUILD_INFO"
 ls -l "$OUT_DIR"
 cat "$OUT_DIR/BUILD_INFO"
