@@ -104,6 +104,7 @@ bench_row() { # NAME NNZ CELLS BATCH PATH PRECISION
 }
 bench_row cell850_bf16 850 "$N850" 256 cell bf16
 bench_row expr850_bf16 850 "$NEXPR" 8 expression bf16
+bench_row cell850_bf16_b1024 850 "$(( 2 * N850 ))" 1024 cell bf16
 
 # 4. Pretraining, bf16, a few hundred steps (validation only at the end). The log is followed into $OUT as
 # it grows: a run cut by the time limit removes its partial output directory.
