@@ -4,7 +4,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
-use super::matmul::{broadcast_matmul, linear, linear_act, matmul, Act};
+use super::matmul::{broadcast_matmul, feed_forward, linear, matmul, Act};
 
 const LN_EPS: f64 = 1e-5;
 /// Attention scores computed at once, at most (64M floats = 256 MB).
@@ -165,7 +165,7 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let diff = self.attn.differentiable;
         let x = norm(&self.norm1, &(x + self.attn.forward(x, mask)?)?, diff)?;
-        let ff = linear(&self.linear2, &linear_act(&self.linear1, &x, Act::Relu)?)?;
+        let ff = feed_forward(&self.linear1, &self.linear2, &x, Act::Relu)?;
         norm(&self.norm2, &(x + ff)?, diff)
     }
 }

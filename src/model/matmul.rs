@@ -74,6 +74,21 @@ pub fn linear_act(l: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
     act.apply(&linear(l, x)?)
 }
 
+/// The feed-forward pair `l2(act(l1(x)))`. Under mixed precision the hidden activation, read only by
+/// `l2`'s product, stays in the weights' dtype: the first product already rounded it there and `l2`
+/// would round it there again, so this drops two casts of the widest activation and half its
+/// memory. ReLU is exact either way; candle's CPU GELU on bf16 computes in f64 and rounds once, its
+/// CUDA kernel rounds the normal CDF to bf16 before the product (one more bf16 rounding).
+pub fn feed_forward(l1: &Linear, l2: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
+    match autocast(l1, x) {
+        Some(half) => {
+            let h = act.apply(&linear(l1, &x.to_dtype(half)?)?)?;
+            linear(l2, &h)?.to_dtype(x.dtype())
+        }
+        None => linear(l2, &linear_act(l1, x, act)?),
+    }
+}
+
 #[cfg(feature = "openblas")]
 fn rows_k_out(x: &Tensor, l: &Linear) -> Result<(usize, usize, Vec<usize>)> {
     let dims = x.dims();

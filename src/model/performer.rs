@@ -6,7 +6,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::ModelConfig;
 use super::encoder::{layer_norm, norm};
-use super::matmul::{broadcast_matmul, linear, linear_act, matmul, Act};
+use super::matmul::{broadcast_matmul, feed_forward, linear, matmul, Act};
 
 const KERNEL_EPS: f64 = 1e-4;
 
@@ -144,7 +144,7 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = norm(&self.norm, x, self.differentiable)?;
-        linear(&self.w2, &linear_act(&self.w1, &h, Act::GeluErf)?)
+        feed_forward(&self.w1, &self.w2, &h, Act::GeluErf)
     }
 }
 
