@@ -288,14 +288,18 @@ impl Batching {
             oom_splits: 0,
             auto: size == BatchSize::Auto,
         };
-        let free = match size {
+        match size {
             BatchSize::Fixed(0) => bail!("--batch-size must be at least 1"),
-            BatchSize::Fixed(n) => return Ok(fixed(n)),
+            BatchSize::Fixed(n) => Ok(fixed(n)),
             BatchSize::Auto => match crate::device::memory_info(device)? {
-                None => return Ok(fixed(AUTO_CPU_BATCH)),
-                Some((free, _)) => free,
+                None => Ok(fixed(AUTO_CPU_BATCH)),
+                Some((free, _)) => Ok(Self::sized(free, workload, model)),
             },
-        };
+        }
+    }
+
+    /// `auto` on a device with `free` bytes of free memory.
+    fn sized(free: u64, workload: Workload, model: &MaeAutobin) -> Self {
         let budget = ((free as f64 * AUTO_MEMORY_SHARE) as u64)
             .saturating_sub(model.attention_block_bytes());
         let (per_cell, host) = match workload {
@@ -321,12 +325,12 @@ impl Batching {
             limits.cells,
             limits.tokens
         );
-        Ok(Batching {
+        Batching {
             limits,
             chunk_cells: limits.cells.saturating_mul(4).clamp(1, AUTO_MAX_CHUNK),
             oom_splits: 0,
             auto: true,
-        })
+        }
     }
 
     /// Runs `run` over cells `0..lens.len()` (`lens`: encoder tokens per cell) in batches of similar
@@ -515,4 +519,61 @@ pub(crate) fn record_reading(
     prov.set("n_input_genes", stream.alignment.n_input);
     prov.set("n_genes_mapped", stream.alignment.n_genes_covered);
     prov.set("gene_index_sha256", crate::data::genes::GENE_INDEX_SHA256);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::init::{random_tensors, Preset};
+    use candle_core::{DType, Tensor};
+    use std::collections::HashMap;
+
+    /// `auto` on a GPU, with the released widths in bf16 (`mid` has the 100M model's widths and
+    /// fewer layers; the estimates are per layer) and an H200's free memory.
+    #[test]
+    fn auto_batches_from_free_memory() {
+        let cfg = crate::model::ModelConfig::from_json(&Preset::Mid.config()).unwrap();
+        let tensors: HashMap<String, Tensor> =
+            random_tensors(&cfg, 1).unwrap().into_iter().collect();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::BF16, &Device::Cpu);
+        let model = MaeAutobin::load(vb, &cfg).unwrap();
+        let gib = 1u64 << 30;
+        let cell = Batching::sized(139 * gib, Workload::Encoder, &model);
+        // About 1,700 cells of 850 genes (852 tokens) per batch, capped at 4,096 cells.
+        let cells_850 = cell.limits.tokens / 852;
+        assert!((1000..3000).contains(&cells_850), "{:?}", cell.limits);
+        assert_eq!(cell.limits.cells, AUTO_MAX_CELLS);
+        assert_eq!(cell.chunk_cells, AUTO_MAX_CHUNK);
+        let expression = Batching::sized(
+            139 * gib,
+            Workload::Decoder {
+                host_bytes_per_cell: (N_GENES * 4) as u64,
+            },
+            &model,
+        );
+        assert!(
+            (20..80).contains(&expression.limits.cells),
+            "{:?}",
+            expression.limits
+        );
+        // Full gene embeddings: 19,264 x 512 f32 per cell, at most 1 GiB of them per batch.
+        let gene = Batching::sized(
+            139 * gib,
+            Workload::Decoder {
+                host_bytes_per_cell: (N_GENES * 512 * 4) as u64,
+            },
+            &model,
+        );
+        assert_eq!(gene.limits.cells, 27);
+        // A small card still runs, one cell at a time if need be.
+        let small = Batching::sized(gib, Workload::Encoder, &model);
+        assert!(small.limits.cells >= 1 && small.limits.tokens >= 1);
+        assert!(small.limits.tokens < cell.limits.tokens / 100);
+        let mut prov = Provenance::new("embed");
+        expression.record(&mut prov);
+        assert_eq!(
+            prov.get("batch_cells_max"),
+            Some(expression.limits.cells.to_string().as_str())
+        );
+    }
 }
