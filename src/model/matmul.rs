@@ -59,10 +59,7 @@ impl Act {
 /// `act(x @ w^T + bias)`. At inference on the CPU the activation is applied inside the product's
 /// output pass (the same arithmetic as candle's op, so the same bits) instead of a pass of its own.
 pub fn linear_act(l: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
-    if let Some(half) = autocast(l, x) {
-        // The activation on the f32 result, as the rest of the f32 stream.
-        return act.apply(&linear(l, &x.to_dtype(half)?)?.to_dtype(x.dtype())?);
-    }
+    // Mixed precision falls through to `linear` (autocast) and the activation on its f32 result.
     #[cfg(feature = "openblas")]
     if use_blas(x, l.weight()) && x.is_contiguous() && !x.track_op() && !l.weight().track_op() {
         if let Some(b) = l.bias() {
